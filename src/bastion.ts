@@ -1,0 +1,134 @@
+import type { EventEmitter } from 'node:events'
+import { existsSync } from 'node:fs'
+import { dirname, join } from 'node:path'
+import { Aedes } from 'aedes'
+import type { Socket } from 'node:net'
+import { createHooks } from './auth/hooks.js'
+import { createMetricsPolicy } from './acl/metrics.js'
+import type { AclPolicy } from './acl/policy.js'
+import { certificateExpiry, initCertificates } from './certs/issue.js'
+import type { BastionConfig, TlsListenerConfig } from './config/schema.js'
+import { createPasswordPool } from './crypto/password-pool.js'
+import { BastionError } from './errors.js'
+import { createLogger, type Logger } from './log.js'
+import { startTcpListener } from './listeners/tcp.js'
+import { startTlsListener } from './listeners/tls.js'
+import type { Listener } from './listeners/listener.js'
+import { assertPrivate, createFileStore } from './stores/file.js'
+import type { UserStore } from './stores/store.js'
+
+export interface BastionOptions {
+  /** A pino logger to write to; by default one is made from `config.log`. */
+  logger?: Logger
+}
+
+export interface Bastion {
+  readonly config: BastionConfig
+  readonly broker: Aedes
+  readonly listeners: readonly Listener[]
+  readonly store: UserStore
+  /** Stops accepting, disconnects clients (MQTT 5: DISCONNECT 0x8B), releases everything. */
+  close (): Promise<void>
+}
+
+// The one place that maps configuration names to implementations.
+const STORES: Record<BastionConfig['auth']['store']['type'], (c: BastionConfig) => UserStore> = {
+  file: (c) => createFileStore(c.auth.store.path)
+}
+const POLICIES: Record<BastionConfig['acl']['policy'], (c: BastionConfig) => AclPolicy> = {
+  metrics: (c) => createMetricsPolicy(c.acl.metrics)
+}
+
+async function prepareCertificates (l: TlsListenerConfig, dev: boolean, log: Logger): Promise<void> {
+  if (dev && !existsSync(l.cert) && !existsSync(l.key)) {
+    const dir = dirname(l.cert)
+    if (l.cert !== join(dir, 'server.crt') || l.key !== join(dir, 'server.key')) {
+      throw new BastionError('BASTION_ERR_CERTS', `cannot generate development certificates for ${l.cert}: name them server.crt and server.key in one folder, or create them with mqtt-bastion certs init`)
+    }
+    await initCertificates({ outDir: dir })
+    log.warn({ event: 'certs.generated', dir }, `generated a development CA and server certificate in ${dir}; clients need ${join(dir, 'ca.crt')}`)
+  }
+  await assertPrivate(l.key, 'TLS private key')
+  if (existsSync(l.cert)) {
+    const expires = certificateExpiry(l.cert)
+    const days = Math.floor((expires.getTime() - Date.now()) / 86_400_000)
+    const entry = { event: 'certs.expiry', cert: l.cert, expires: expires.toISOString(), days }
+    if (days < 30) log.warn(entry, 'server certificate expires within 30 days')
+    else log.info(entry, 'server certificate expiry')
+  }
+}
+
+/**
+ * Starts the broker described by `config`: checks files, opens the user store, starts aedes
+ * with our hooks and binds every listener. Resolves once all listeners accept connections.
+ *
+ * @example
+ * ```ts
+ * import { createBastion, loadConfig } from 'mqtt-bastion'
+ * const bastion = await createBastion(loadConfig({ file: 'bastion.yaml' }).config)
+ * process.on('SIGTERM', () => { bastion.close().then(() => process.exit(0)) })
+ * ```
+ */
+export async function createBastion (config: BastionConfig, opts: BastionOptions = {}): Promise<Bastion> {
+  const log = opts.logger ?? createLogger({ level: config.log.level })
+  for (const l of config.listeners) {
+    if (l.type === 'tls') await prepareCertificates(l, config.devCertificates, log)
+  }
+  if (config.auth.store.type === 'file') await assertPrivate(config.auth.store.path, 'user store')
+
+  const store = STORES[config.auth.store.type](config)
+  const passwords = createPasswordPool(config.auth.workers)
+  const policy = POLICIES[config.acl.policy](config)
+  const prefix = config.acl.metrics.prefix
+  const hooks = createHooks({
+    login: { store, passwords, totp: config.auth.totp },
+    policy,
+    log: log.child({ module: 'auth' }),
+    maxSessionExpiry: config.sessions.maxExpiry,
+    ...(config.will.serverWill ? { serverWillTopic: (user: string) => `${prefix}/${user}/Estado` } : {})
+  })
+
+  const listeners: Listener[] = []
+  let broker: Aedes | undefined
+  try {
+    await passwords.ready()
+    if ((await store.list()).length === 0) {
+      log.warn({ event: 'store.empty', store: config.auth.store.type }, 'no users yet: nobody can log in; add one with: mqtt-bastion user add NAME')
+    }
+    broker = await Aedes.createBroker({ ...hooks.options })
+    hooks.attach(broker)
+    ;(broker as unknown as EventEmitter).on('error', (err: Error) => log.error({ event: 'broker.error', err }, 'broker error'))
+    const b = broker
+    const handle = (socket: Socket): void => { b.handle(socket) }
+    for (const l of config.listeners) {
+      listeners.push(l.type === 'tls' ? await startTlsListener(l, handle, log) : await startTcpListener(l, handle, log))
+    }
+  } catch (err) {
+    await Promise.all(listeners.map(async (l) => await l.close()))
+    if (broker !== undefined) await new Promise<void>((resolve) => broker?.close(() => resolve()))
+    await passwords.close()
+    await store.close()
+    throw err
+  }
+
+  let closing: Promise<void> | undefined
+  const b = broker
+  return {
+    config,
+    broker: b,
+    listeners,
+    store,
+    close () {
+      closing ??= (async () => {
+        // Stop accepting first; server.close() resolves once the broker has dropped its clients.
+        const stopped = Promise.all(listeners.map(async (l) => await l.close()))
+        await new Promise<void>((resolve) => b.close(() => resolve()))
+        await stopped
+        await passwords.close()
+        await store.close()
+        log.info({ event: 'broker.stopped' }, 'broker stopped')
+      })()
+      return closing
+    }
+  }
+}

@@ -1,0 +1,63 @@
+#!/usr/bin/env node
+import { readFileSync } from 'node:fs'
+import { isBastionError } from '../errors.js'
+import { UsageError } from './args.js'
+import { certsCommand } from './certs.js'
+import { configCommand } from './config.js'
+import { startCommand } from './start.js'
+import { userCommand } from './user.js'
+
+const HELP = `Usage: mqtt-bastion <command> [options]
+
+A security-hardened MQTT broker: TLS, "user|TOTP" + bcrypt logins, per-user ACLs.
+
+Commands:
+  start [--config FILE]                 run the broker
+  certs init --out DIR [...]            create a private CA and a server certificate
+  certs client NAME --out DIR           issue a client certificate
+  user add|list|disable|enable|remove|passwd|rotate-totp|otp ...
+                                        manage users
+  config check [--config FILE]          validate a configuration
+
+Run "mqtt-bastion <command> --help" for a command's options.
+Exit status: 0 on success, 1 on failure, 2 on a usage error.
+`
+
+const out = (s: string): void => { process.stdout.write(s) }
+
+async function main (argv: string[]): Promise<void> {
+  const [cmd, ...rest] = argv
+  switch (cmd) {
+    case undefined:
+    case '--help':
+    case '-h':
+    case 'help':
+      out(HELP)
+      return
+    case '--version':
+    case '-v': {
+      const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }
+      out(pkg.version + '\n')
+      return
+    }
+    case 'start': return await startCommand(rest, out)
+    case 'certs': return await certsCommand(rest, out)
+    case 'user': return await userCommand(rest, out)
+    case 'config': return await configCommand(rest, out)
+    default:
+      throw new UsageError(`unknown command: ${cmd} (see mqtt-bastion --help)`)
+  }
+}
+
+main(process.argv.slice(2)).catch((err: unknown) => {
+  if (err instanceof UsageError) {
+    process.stderr.write(`mqtt-bastion: ${err.message}\n`)
+    process.exitCode = 2
+  } else if (isBastionError(err)) {
+    process.stderr.write(`mqtt-bastion: ${err.message}\n`)
+    process.exitCode = 1
+  } else {
+    process.stderr.write(`mqtt-bastion: unexpected error: ${err instanceof Error ? err.stack ?? err.message : String(err)}\n`)
+    process.exitCode = 1
+  }
+})

@@ -1,0 +1,51 @@
+import { createBastion } from '../bastion.js'
+import { loadConfig } from '../config/load.js'
+import { createLogger } from '../log.js'
+import { expectPositionals, parse, stringFlag } from './args.js'
+
+export const START_HELP = `Usage: mqtt-bastion start [--config FILE]
+
+Runs the broker in the foreground, logging JSON lines to standard output.
+Without a config file (neither --config nor env BASTION_CONFIG): TLS on 0.0.0.0:8883 with
+certs/server.crt and certs/server.key (a development CA and server certificate are generated
+there when missing), users in data/users.json.
+SIGINT/SIGTERM stop it cleanly (MQTT 5 clients get DISCONNECT 0x8B).
+`
+
+// Bound on a clean stop; past it the process exits anyway so supervisors are not left waiting.
+const STOP_TIMEOUT_MS = 5000
+
+export async function startCommand (argv: string[], out: (s: string) => void): Promise<void> {
+  const { values, positionals } = parse(argv, { config: { type: 'string' } })
+  if (values.help === true) { out(START_HELP); return }
+  expectPositionals(positionals, [])
+  const file = stringFlag(values, 'config')
+  const { config, file: used } = loadConfig({ ...(file === undefined ? {} : { file }), env: process.env })
+  const log = createLogger({ level: config.log.level })
+  log.info({ event: 'broker.starting', config: used ?? 'defaults' }, 'starting mqtt-bastion')
+  const bastion = await createBastion(config, { logger: log })
+  log.info({ event: 'broker.ready', listeners: bastion.listeners.map((l) => `${l.type}://${l.host}:${l.port}`) }, 'ready')
+
+  let stopping = false
+  const stop = (signal: string): void => {
+    if (stopping) return
+    stopping = true
+    log.info({ event: 'broker.stopping', signal }, 'stopping')
+    const timer = setTimeout(() => {
+      log.error({ event: 'broker.stop_timeout' }, 'clients did not close in time; exiting')
+      log.flush()
+      process.exit(1)
+    }, STOP_TIMEOUT_MS)
+    timer.unref()
+    bastion.close().then(() => {
+      log.flush()
+      process.exit(0)
+    }, (err: unknown) => {
+      log.error({ event: 'broker.stop_failed', err }, 'stop failed')
+      log.flush()
+      process.exit(1)
+    })
+  }
+  process.on('SIGINT', () => stop('SIGINT'))
+  process.on('SIGTERM', () => stop('SIGTERM'))
+}

@@ -1,0 +1,161 @@
+import bcrypt from 'bcryptjs'
+import QRCode from 'qrcode'
+import { loadConfig } from '../config/load.js'
+import { currentCode, isValidSecret, newSecret, otpauthUri } from '../crypto/totp.js'
+import { BastionError } from '../errors.js'
+import { createFileStore } from '../stores/file.js'
+import type { UserStore } from '../stores/store.js'
+import { USERNAME_PATTERN } from '../types.js'
+import { expectPositionals, parse, stringFlag, UsageError } from './args.js'
+import { readPassword } from './prompt.js'
+
+export const USER_HELP = `Usage:
+  mqtt-bastion user add NAME [--password P] [--totp-secret BASE32] [--json] [--config FILE]
+  mqtt-bastion user list [--json] [--config FILE]
+  mqtt-bastion user disable|enable|remove NAME [--config FILE]
+  mqtt-bastion user passwd NAME [--password P] [--config FILE]
+  mqtt-bastion user rotate-totp NAME [--totp-secret BASE32] [--json] [--config FILE]
+  mqtt-bastion user otp NAME [--next] [--config FILE]
+
+Manages the user store named by the config (default: data/users.json).
+A device logs in with MQTT username "NAME|CODE" (CODE: the current 6-digit TOTP code)
+and MQTT password = the base password.
+
+  add           Creates NAME (letters, digits, _ . - ; at most 64). Without --password it
+                asks for one (hidden), or reads the first line of piped standard input.
+                Prints the TOTP secret, its otpauth:// URI and a QR code for an
+                authenticator app (--json: one JSON object instead).
+  list          Lists users and whether they are enabled.
+  disable       Refuses NAME's next logins; enable undoes it. remove deletes NAME.
+  passwd        Sets a new base password.
+  rotate-totp   Issues a new TOTP secret (or sets --totp-secret).
+  otp           Prints NAME's current code, for testing with mosquitto_pub. A code is
+                accepted once per user (replay protection): for a second connection
+                within the same 30 s, --next prints the next step's code, which the
+                broker already accepts (window 1).
+  --config FILE Config file (default: env BASTION_CONFIG, else built-in defaults).
+`
+
+const MIN_PASSWORD = 8
+const BCRYPT_COST = 12
+
+function openStore (configFile: string | undefined): UserStore {
+  const { config } = loadConfig({ ...(configFile === undefined ? {} : { file: configFile }), env: process.env })
+  return createFileStore(config.auth.store.path)
+}
+
+function checkName (name: string): string {
+  if (!USERNAME_PATTERN.test(name)) {
+    throw new BastionError('BASTION_ERR_INVALID_USERNAME', `invalid user name "${name}": use 1-64 letters, digits, _ . -`)
+  }
+  return name
+}
+
+async function passwordFrom (flag: string | undefined): Promise<string> {
+  const password = flag ?? await readPassword('Password: ')
+  if (password.length < MIN_PASSWORD) {
+    throw new BastionError('BASTION_ERR_INVALID_INPUT', `password too short: at least ${MIN_PASSWORD} characters`)
+  }
+  return password
+}
+
+function secretFrom (flag: string | undefined): string {
+  if (flag === undefined) return newSecret()
+  const secret = flag.replace(/\s+/g, '').toUpperCase()
+  if (!isValidSecret(secret)) {
+    throw new BastionError('BASTION_ERR_INVALID_INPUT', '--totp-secret must be base32 (A-Z, 2-7) of at least 26 characters (128 bits)')
+  }
+  return secret
+}
+
+async function printSecret (out: (s: string) => void, user: string, secret: string, json: boolean, verb: string): Promise<void> {
+  const uri = otpauthUri(user, secret)
+  if (json) {
+    out(JSON.stringify({ user, totpSecret: secret, otpauthUri: uri }) + '\n')
+    return
+  }
+  const qr = await QRCode.toString(uri, { type: 'terminal', small: true })
+  out(`${verb} ${user}\nTOTP secret: ${secret}\notpauth URI: ${uri}\n${qr}\n`)
+}
+
+export async function userCommand (argv: string[], out: (s: string) => void): Promise<void> {
+  const [sub, ...rest] = argv
+  if (sub === undefined || sub === '--help' || sub === '-h') { out(USER_HELP); return }
+  const { values, positionals } = parse(rest, {
+    config: { type: 'string' }, password: { type: 'string' }, 'totp-secret': { type: 'string' }, json: { type: 'boolean' }, next: { type: 'boolean' }
+  })
+  if (values.help === true) { out(USER_HELP); return }
+  const json = values.json === true
+  const allowed: Record<string, string[]> = {
+    add: ['config', 'password', 'totp-secret', 'json'],
+    list: ['config', 'json'],
+    disable: ['config'],
+    enable: ['config'],
+    remove: ['config'],
+    passwd: ['config', 'password'],
+    'rotate-totp': ['config', 'totp-secret', 'json'],
+    otp: ['config', 'next']
+  }
+  const flags = allowed[sub]
+  if (flags === undefined) throw new UsageError(`unknown user command: ${sub} (see mqtt-bastion user --help)`)
+  for (const k of Object.keys(values)) {
+    if (values[k] !== undefined && !flags.includes(k)) throw new UsageError(`user ${sub} does not take --${k}`)
+  }
+
+  const store = openStore(stringFlag(values, 'config'))
+  try {
+    if (sub === 'list') {
+      expectPositionals(positionals, [])
+      const users = await store.list()
+      if (json) out(JSON.stringify(users.map((u) => ({ user: u.username, enabled: u.enabled, createdAt: u.createdAt }))) + '\n')
+      else out(users.length === 0 ? 'no users\n' : users.map((u) => `${u.username}\t${u.enabled ? 'enabled' : 'disabled'}\t${u.createdAt}\n`).join(''))
+      return
+    }
+    const name = checkName(expectPositionals(positionals, ['NAME'])[0] as string)
+    switch (sub) {
+      case 'add': {
+        if ((await store.find(name)) !== undefined) throw new BastionError('BASTION_ERR_USER_EXISTS', `user ${name} already exists`)
+        const secret = secretFrom(stringFlag(values, 'totp-secret'))
+        const password = await passwordFrom(stringFlag(values, 'password'))
+        await store.add({ username: name, passwordHash: bcrypt.hashSync(password, BCRYPT_COST), totpSecret: secret, enabled: true, createdAt: new Date().toISOString() })
+        await printSecret(out, name, secret, json, 'added user')
+        return
+      }
+      case 'disable':
+      case 'enable':
+        await store.update(name, { enabled: sub === 'enable' })
+        out(`${sub}d user ${name}\n`)
+        return
+      case 'remove':
+        await store.remove(name)
+        out(`removed user ${name}\n`)
+        return
+      case 'passwd': {
+        await requireUser(store, name)
+        const password = await passwordFrom(stringFlag(values, 'password'))
+        await store.update(name, { passwordHash: bcrypt.hashSync(password, BCRYPT_COST) })
+        out(`changed password of ${name}\n`)
+        return
+      }
+      case 'rotate-totp': {
+        await requireUser(store, name)
+        const secret = secretFrom(stringFlag(values, 'totp-secret'))
+        await store.update(name, { totpSecret: secret })
+        await printSecret(out, name, secret, json, 'new TOTP secret for')
+        return
+      }
+      case 'otp': {
+        const u = await requireUser(store, name)
+        out(currentCode(u.totpSecret, Date.now() + (values.next === true ? 30_000 : 0)) + '\n')
+      }
+    }
+  } finally {
+    await store.close()
+  }
+}
+
+async function requireUser (store: UserStore, name: string): Promise<NonNullable<Awaited<ReturnType<UserStore['find']>>>> {
+  const u = await store.find(name)
+  if (u === undefined) throw new BastionError('BASTION_ERR_USER_UNKNOWN', `no such user: ${name}`)
+  return u
+}

@@ -1,0 +1,9 @@
+// Public API for embedding mqtt-bastion in another Node program.
+export { createBastion, type Bastion, type BastionOptions } from './bastion.js'
+export { loadConfig, type LoadOptions, type LoadedConfig } from './config/load.js'
+export { parseConfig, type BastionConfig, type ListenerConfig, type TlsListenerConfig, type TcpListenerConfig, type StoreConfig } from './config/schema.js'
+export { BastionError, ErrorCodes, type ErrorCode } from './errors.js'
+export { createLogger, type Logger } from './log.js'
+export type { AclPolicy } from './acl/policy.js'
+export type { UserStore, UserRecord, UserPatch } from './stores/store.js'
+export type { Identity, Action, Decision, LoginFailure } from './types.js'

@@ -1,0 +1,37 @@
+import type { Server, Socket } from 'node:net'
+import { BastionError } from '../errors.js'
+
+/** A bound server socket that hands each accepted connection to the broker. */
+export interface Listener {
+  readonly type: 'tls' | 'tcp'
+  /** The address actually bound (port 0 in config becomes the real port here). */
+  readonly host: string
+  readonly port: number
+  close (): Promise<void>
+}
+
+export type ConnectionHandler = (socket: Socket) => void
+
+/** Binds `server`, turning EADDRINUSE and friends into one line that names the address. */
+export async function bind (server: Server, type: 'tls' | 'tcp', host: string, port: number): Promise<Listener> {
+  await new Promise<void>((resolve, reject) => {
+    const onError = (err: NodeJS.ErrnoException): void => {
+      reject(new BastionError('BASTION_ERR_LISTEN', `cannot listen on ${host}:${port} (${type}): ${err.code ?? err.message}`))
+    }
+    server.once('error', onError)
+    server.listen(port, host, () => {
+      server.off('error', onError)
+      resolve()
+    })
+  })
+  const addr = server.address()
+  const bound = typeof addr === 'object' && addr !== null ? addr.port : port
+  return {
+    type,
+    host,
+    port: bound,
+    async close () {
+      await new Promise<void>((resolve) => server.close(() => resolve()))
+    }
+  }
+}

@@ -1,0 +1,150 @@
+import { open, readFile, rename, stat, mkdir, unlink } from 'node:fs/promises'
+import { dirname, basename, join } from 'node:path'
+import { randomBytes } from 'node:crypto'
+import { BastionError } from '../errors.js'
+import type { UserPatch, UserRecord, UserStore } from './store.js'
+
+interface StoredUser extends UserRecord { lastStep?: number }
+interface FileShape { version: 1; users: StoredUser[] }
+
+/** Throws when the file can be read by group or others: it holds every user's TOTP secret. */
+export async function assertPrivate (path: string, what: string): Promise<void> {
+  let mode: number
+  try {
+    mode = (await stat(path)).mode
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return
+    throw err
+  }
+  if ((mode & 0o077) !== 0) {
+    throw new BastionError('BASTION_ERR_FILE_PERMISSIONS',
+      `${what} ${path} is readable by group or others (mode ${(mode & 0o777).toString(8)}); fix it with: chmod 600 ${path}`)
+  }
+}
+
+/**
+ * The embedded store: one JSON file, rewritten whole and atomically (temp file, fsync, rename)
+ * so a crash leaves either the old or the new file, never half of one. The file is re-read
+ * when it changes on disk, so `mqtt-bastion user add` takes effect in a running broker.
+ */
+export function createFileStore (path: string): UserStore {
+  let cache: FileShape | undefined
+  let cacheKey = ''
+  // TOTP steps accepted by this process; survives a re-read that races a CLI write.
+  const claimed = new Map<string, number>()
+  // Writes are serialized: each read-modify-write waits for the one before it.
+  let queue: Promise<unknown> = Promise.resolve()
+
+  async function load (): Promise<FileShape> {
+    let key: string
+    try {
+      const s = await stat(path)
+      key = `${s.ino}:${s.size}:${s.mtimeMs}`
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return { version: 1, users: [] }
+      throw storeError(err)
+    }
+    if (cache !== undefined && key === cacheKey) return cache
+    await assertPrivate(path, 'user store')
+    let doc: unknown
+    try {
+      doc = JSON.parse(await readFile(path, 'utf8'))
+    } catch (err) {
+      throw storeError(err)
+    }
+    if (typeof doc !== 'object' || doc === null || !Array.isArray((doc as FileShape).users)) {
+      throw new BastionError('BASTION_ERR_USER_STORE', `user store ${path} is not a mqtt-bastion users file`)
+    }
+    cache = doc as FileShape
+    cacheKey = key
+    return cache
+  }
+
+  function storeError (err: unknown): BastionError {
+    return new BastionError('BASTION_ERR_USER_STORE', `user store ${path}: ${(err as Error).message}`, { cause: err })
+  }
+
+  async function write (doc: FileShape): Promise<void> {
+    await mkdir(dirname(path), { recursive: true, mode: 0o700 })
+    const tmp = join(dirname(path), `.${basename(path)}.${randomBytes(6).toString('hex')}.tmp`)
+    const fh = await open(tmp, 'wx', 0o600)
+    try {
+      await fh.writeFile(JSON.stringify(doc, null, 2) + '\n')
+      await fh.chmod(0o600) // the umask may have narrowed the mode we asked for; never widened it
+      await fh.sync()
+    } finally {
+      await fh.close()
+    }
+    try {
+      await rename(tmp, path)
+    } catch (err) {
+      await unlink(tmp).catch(() => {})
+      throw storeError(err)
+    }
+    cache = undefined
+  }
+
+  function mutate<T> (fn: (doc: FileShape) => T): Promise<T> {
+    const run = queue.then(async () => {
+      const doc = structuredClone(await load())
+      const result = fn(doc)
+      await write(doc)
+      return result
+    })
+    queue = run.catch(() => {})
+    return run
+  }
+
+  function indexOf (doc: FileShape, username: string): number {
+    const i = doc.users.findIndex((u) => u.username === username)
+    if (i < 0) throw new BastionError('BASTION_ERR_USER_UNKNOWN', `no such user: ${username}`)
+    return i
+  }
+
+  function publicRecord (u: StoredUser): UserRecord {
+    return { username: u.username, passwordHash: u.passwordHash, totpSecret: u.totpSecret, enabled: u.enabled !== false, createdAt: u.createdAt }
+  }
+
+  return {
+    async find (username) {
+      const u = (await load()).users.find((x) => x.username === username)
+      return u === undefined ? undefined : publicRecord(u)
+    },
+    async claimStep (username, step) {
+      const onDisk = (await load()).users.find((x) => x.username === username)?.lastStep ?? -1
+      // No await between this check and the set: two logins with one code cannot both pass.
+      if (step <= Math.max(onDisk, claimed.get(username) ?? -1)) return false
+      claimed.set(username, step)
+      await mutate((doc) => {
+        const u = doc.users.find((x) => x.username === username)
+        if (u !== undefined) u.lastStep = Math.max(u.lastStep ?? -1, step)
+      })
+      return true
+    },
+    async add (record) {
+      await mutate((doc) => {
+        if (doc.users.some((u) => u.username === record.username)) {
+          throw new BastionError('BASTION_ERR_USER_EXISTS', `user ${record.username} already exists`)
+        }
+        doc.users.push({ ...record })
+      })
+    },
+    async update (username, patch) {
+      await mutate((doc) => {
+        const i = indexOf(doc, username)
+        const u = doc.users[i] as StoredUser
+        doc.users[i] = { ...u, ...patch }
+      })
+    },
+    async remove (username) {
+      await mutate((doc) => { doc.users.splice(indexOf(doc, username), 1) })
+      claimed.delete(username)
+    },
+    async list () {
+      return (await load()).users.map(publicRecord)
+    },
+    async close () {
+      await queue
+    }
+  }
+}

@@ -1,0 +1,29 @@
+/** One account as every store keeps it. The hash is bcrypt; the secret is base32 (RFC 4648). */
+export interface UserRecord {
+  readonly username: string
+  readonly passwordHash: string
+  readonly totpSecret: string
+  readonly enabled: boolean
+  readonly createdAt: string
+}
+
+export type UserPatch = Partial<Pick<UserRecord, 'passwordHash' | 'totpSecret' | 'enabled'>>
+
+/**
+ * The seam between login and where accounts live (embedded file, MySQL, ...).
+ * A store that cannot answer throws BastionError BASTION_ERR_BACKEND_UNAVAILABLE: that is a
+ * fault, never a "no such user", and login turns it into "server unavailable".
+ */
+export interface UserStore {
+  find (username: string): Promise<UserRecord | undefined>
+  /**
+   * Records that a TOTP step was used by this user; true only if no step >= `step` was
+   * claimed before (RFC 6238 §5.2: a code is accepted once). Must be atomic.
+   */
+  claimStep (username: string, step: number): Promise<boolean>
+  add (record: UserRecord): Promise<void>
+  update (username: string, patch: UserPatch): Promise<void>
+  remove (username: string): Promise<void>
+  list (): Promise<UserRecord[]>
+  close (): Promise<void>
+}

@@ -1,0 +1,62 @@
+import t from 'tap'
+import { join } from 'node:path'
+import { parseConfig } from '../../src/config/schema.js'
+import { loadConfig } from '../../src/config/load.js'
+import { mkdtempSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+
+t.test('defaults: TLS on 0.0.0.0:8883, TLS 1.2, file store, metrics policy, ephemeral sessions', async (t) => {
+  const c = parseConfig({}, '/srv')
+  t.match(c.listeners[0], { type: 'tls', host: '0.0.0.0', port: 8883, cert: '/srv/certs/server.crt', key: '/srv/certs/server.key', minVersion: 'TLSv1.2', requireClientCertificate: false })
+  t.equal(c.auth.store.path, '/srv/data/users.json')
+  t.same(c.auth.totp, { window: 1, replayProtection: true })
+  t.same(c.acl.metrics.leaves, ['Temperatura', 'Humedad', 'Estado'])
+  t.equal(c.sessions.maxExpiry, 0)
+  t.equal(c.will.serverWill, true)
+  t.ok(Object.isFrozen(c) && Object.isFrozen(c.auth.totp), 'frozen')
+})
+
+t.test('a plain tcp listener binds loopback unless a host is given', async (t) => {
+  const c = parseConfig({ listeners: [{ type: 'tls' }, { type: 'tcp' }] }, '/srv')
+  t.match(c.listeners[1], { type: 'tcp', host: '127.0.0.1', port: 1883 })
+})
+
+t.test('bad keys and values are refused with a message naming the key', async (t) => {
+  const bad: Array<[unknown, RegExp]> = [
+    [{ listner: [] }, /config listner: unknown key/],
+    [{ auth: { totp: { windw: 2 } } }, /config auth\.totp\.windw: unknown key/],
+    [{ auth: { totp: { window: -1 } } }, /auth\.totp\.window: must be an integer/],
+    [{ listeners: [{ type: 'tls', port: 70000 }] }, /listeners\[0\]\.port/],
+    [{ listeners: [{ type: 'tls', minVersion: 'TLSv1.1' }] }, /listeners\[0\]\.minVersion: must be one of TLSv1\.2, TLSv1\.3/],
+    [{ listeners: [{ type: 'tls', requireClientCertificate: true }] }, /listeners\[0\]\.ca: is required/],
+    [{ listeners: [{ type: 'tcp' }] }, /needs at least one tls listener/],
+    [{ listeners: [{ type: 'udp' }] }, /listeners\[0\]\.type/],
+    [{ acl: { policy: 'open' } }, /acl\.policy: must be one of metrics/],
+    [{ acl: { metrics: { leaves: ['a/b'] } } }, /acl\.metrics\.leaves\[0\]/],
+    [{ acl: { metrics: { prefix: '#' } } }, /acl\.metrics\.prefix/],
+    [{ sessions: { maxExpiry: 'forever' } }, /sessions\.maxExpiry/],
+    [{ will: { serverWill: 'yes' } }, /will\.serverWill: must be true or false/],
+    [{ log: { level: 'loud' } }, /log\.level/],
+    [[1, 2], /must be a mapping/]
+  ]
+  for (const [doc, re] of bad) t.throws(() => parseConfig(doc, '/srv'), { code: 'BASTION_ERR_CONFIG', message: re }, JSON.stringify(doc))
+})
+
+t.test('a config file is YAML, relative paths resolve against its folder, env overrides apply', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'bastion-cfg-'))
+  const file = join(dir, 'bastion.yaml')
+  writeFileSync(file, 'listeners:\n  - type: tls\n    port: 9999\n    cert: tls/s.crt\n    key: tls/s.key\nlog:\n  level: warn\n')
+  const { config } = loadConfig({ file, env: {} })
+  t.match(config.listeners[0], { port: 9999, cert: join(dir, 'tls/s.crt') })
+  t.equal(config.log.level, 'warn')
+  t.equal(config.devCertificates, false, 'no certificates are generated for an explicit config')
+  const viaEnv = loadConfig({ env: { BASTION_CONFIG: file, BASTION_PORT: '1234', BASTION_LOG_LEVEL: 'debug', BASTION_USERS_FILE: '/x/u.json' } }).config
+  t.equal(viaEnv.listeners[0]?.port, 1234)
+  t.equal(viaEnv.log.level, 'debug')
+  t.equal(viaEnv.auth.store.path, '/x/u.json')
+  t.throws(() => loadConfig({ env: { BASTION_CONFIG: file, BASTION_PORT: 'abc' } }), /BASTION_PORT/)
+  t.throws(() => loadConfig({ file: join(dir, 'missing.yaml'), env: {} }), /cannot read config file .*missing\.yaml: ENOENT/)
+  writeFileSync(file, 'listeners: [\n')
+  t.throws(() => loadConfig({ file, env: {} }), /not valid YAML/)
+  t.equal(loadConfig({ env: {}, cwd: dir }).config.devCertificates, true, 'defaults generate development certificates')
+})
