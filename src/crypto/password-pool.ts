@@ -34,9 +34,9 @@ export function createPasswordPool (size = 0): PasswordPool {
       worker.once('message', () => resolve())
       worker.once('error', reject)
     })
-    ready.catch(() => {}) // reported through ready(); jobs fail on their own
     const slot: Slot = { worker, pending: new Map(), ready }
-    slot.worker.unref()
+    // Keep the process alive while the worker loads; after that, only while jobs are in flight.
+    ready.then(() => { if (slot.pending.size === 0) worker.unref() }, () => {})
     slot.worker.on('message', (a: PasswordAnswer) => {
       if (a.id === 0) return // the READY message
       const p = slot.pending.get(a.id)

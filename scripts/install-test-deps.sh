@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Installs the Debian packages the test suite drives as independent peers:
+#   mosquitto-clients  (mosquitto_pub / mosquitto_sub)
+#   python3-paho-mqtt  (an MQTT 5 client for /usr/bin/python3)
+#   python3-pyotp      (an independent TOTP implementation)
+#   openssl            (verifies the certificates we issue)
+# Does nothing when they are present; installs them with apt-get when run as root;
+# otherwise names what is missing and exits 1.
+set -euo pipefail
+
+missing=()
+command -v mosquitto_pub >/dev/null 2>&1 || missing+=(mosquitto-clients)
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+/usr/bin/python3 -c 'import paho.mqtt' >/dev/null 2>&1 || missing+=(python3-paho-mqtt)
+/usr/bin/python3 -c 'import pyotp' >/dev/null 2>&1 || missing+=(python3-pyotp)
+
+if [ ${#missing[@]} -eq 0 ]; then
+  exit 0
+fi
+if [ "$(id -u)" -ne 0 ]; then
+  echo "install-test-deps: missing Debian packages: ${missing[*]} (run: sudo apt-get install -y ${missing[*]})" >&2
+  exit 1
+fi
+echo "install-test-deps: installing ${missing[*]}" >&2
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
