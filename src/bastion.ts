@@ -93,7 +93,7 @@ export async function createBastion (config: BastionConfig, opts: BastionOptions
   try {
     await passwords.ready()
     if ((await store.list()).length === 0) {
-      log.warn({ event: 'store.empty', store: config.auth.store.type }, 'no users yet: nobody can log in; add one with: mqtt-bastion user add NAME')
+      log.warn({ event: 'store.empty', store: config.auth.store.type }, 'no users yet: nobody can log in; add one with: mqtt-bastion user add NAME (npx mqtt-bastion inside the project folder)')
     }
     broker = await Aedes.createBroker({ ...hooks.options })
     hooks.attach(broker)

@@ -1,10 +1,11 @@
 import bcrypt from 'bcryptjs'
 import QRCode from 'qrcode'
 import { loadConfig } from '../config/load.js'
-import { currentCode, isValidSecret, newSecret, otpauthUri } from '../crypto/totp.js'
+import { codeForStep, isValidSecret, newSecret, otpauthUri, stepAt } from '../crypto/totp.js'
 import { BastionError } from '../errors.js'
 import { createFileStore } from '../stores/file.js'
-import type { UserStore } from '../stores/store.js'
+import type { UserRecord, UserStore } from '../stores/store.js'
+import type { BastionConfig } from '../config/schema.js'
 import { USERNAME_PATTERN } from '../types.js'
 import { expectPositionals, parse, stringFlag, UsageError } from './args.js'
 import { readPassword } from './prompt.js'
@@ -15,7 +16,7 @@ export const USER_HELP = `Usage:
   mqtt-bastion user disable|enable|remove NAME [--config FILE]
   mqtt-bastion user passwd NAME [--password P] [--config FILE]
   mqtt-bastion user rotate-totp NAME [--totp-secret BASE32] [--json] [--config FILE]
-  mqtt-bastion user otp NAME [--next] [--config FILE]
+  mqtt-bastion user otp NAME [--config FILE]
 
 Manages the user store named by the config (default: data/users.json).
 A device logs in with MQTT username "NAME|CODE" (CODE: the current 6-digit TOTP code)
@@ -29,19 +30,30 @@ and MQTT password = the base password.
   disable       Refuses NAME's next logins; enable undoes it. remove deletes NAME.
   passwd        Sets a new base password.
   rotate-totp   Issues a new TOTP secret (or sets --totp-secret).
-  otp           Prints NAME's current code, for testing with mosquitto_pub. A code is
-                accepted once per user (replay protection): for a second connection
-                within the same 30 s, --next prints the next step's code, which the
-                broker already accepts (window 1).
+  otp           Prints a code the broker accepts now, for testing with mosquitto_pub.
+                A code is accepted once per user (replay protection): when the current
+                step's code was used, it prints the next step's (inside the window), and
+                fails saying how long to wait when that one was used too.
   --config FILE Config file (default: env BASTION_CONFIG, else built-in defaults).
 `
 
 const MIN_PASSWORD = 8
 const BCRYPT_COST = 12
 
-function openStore (configFile: string | undefined): UserStore {
+function openStore (configFile: string | undefined): { store: UserStore; config: BastionConfig } {
   const { config } = loadConfig({ ...(configFile === undefined ? {} : { file: configFile }), env: process.env })
-  return createFileStore(config.auth.store.path)
+  return { store: createFileStore(config.auth.store.path), config }
+}
+
+/** The earliest step inside the accepted window that replay protection has not used up. */
+function usableCode (u: UserRecord, config: BastionConfig): string {
+  const now = stepAt()
+  const window = config.auth.totp.window
+  for (let step = now; step <= now + window; step++) {
+    if (!config.auth.totp.replayProtection || step > (u.lastStep ?? -1)) return codeForStep(u.totpSecret, step)
+  }
+  const wait = ((u.lastStep ?? now) - window + 1) * 30 - Math.floor(Date.now() / 1000)
+  throw new BastionError('BASTION_ERR_INVALID_INPUT', `every code the broker accepts now for ${u.username} was used already; try again in ${Math.max(1, wait)} s`)
 }
 
 function checkName (name: string): string {
@@ -82,7 +94,7 @@ export async function userCommand (argv: string[], out: (s: string) => void): Pr
   const [sub, ...rest] = argv
   if (sub === undefined || sub === '--help' || sub === '-h') { out(USER_HELP); return }
   const { values, positionals } = parse(rest, {
-    config: { type: 'string' }, password: { type: 'string' }, 'totp-secret': { type: 'string' }, json: { type: 'boolean' }, next: { type: 'boolean' }
+    config: { type: 'string' }, password: { type: 'string' }, 'totp-secret': { type: 'string' }, json: { type: 'boolean' }
   })
   if (values.help === true) { out(USER_HELP); return }
   const json = values.json === true
@@ -94,7 +106,7 @@ export async function userCommand (argv: string[], out: (s: string) => void): Pr
     remove: ['config'],
     passwd: ['config', 'password'],
     'rotate-totp': ['config', 'totp-secret', 'json'],
-    otp: ['config', 'next']
+    otp: ['config']
   }
   const flags = allowed[sub]
   if (flags === undefined) throw new UsageError(`unknown user command: ${sub} (see mqtt-bastion user --help)`)
@@ -102,7 +114,7 @@ export async function userCommand (argv: string[], out: (s: string) => void): Pr
     if (values[k] !== undefined && !flags.includes(k)) throw new UsageError(`user ${sub} does not take --${k}`)
   }
 
-  const store = openStore(stringFlag(values, 'config'))
+  const { store, config } = openStore(stringFlag(values, 'config'))
   try {
     if (sub === 'list') {
       expectPositionals(positionals, [])
@@ -146,7 +158,7 @@ export async function userCommand (argv: string[], out: (s: string) => void): Pr
       }
       case 'otp': {
         const u = await requireUser(store, name)
-        out(currentCode(u.totpSecret, Date.now() + (values.next === true ? 30_000 : 0)) + '\n')
+        out(usableCode(u, config) + '\n')
       }
     }
   } finally {

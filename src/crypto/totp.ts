@@ -30,8 +30,18 @@ export function verifyCode (secret: string, code: string, window: number, now = 
   }
 }
 
+/** The RFC 6238 time step (T) at `now`. */
+export function stepAt (now = Date.now()): number {
+  return Math.floor(now / 1000 / PERIOD)
+}
+
 export function currentCode (secret: string, now = Date.now()): string {
   return generateSync({ secret, epoch: Math.floor(now / 1000) })
+}
+
+/** The code of a given time step. */
+export function codeForStep (secret: string, step: number): string {
+  return generateSync({ secret, epoch: step * PERIOD })
 }
 
 export function otpauthUri (user: string, secret: string): string {

@@ -4,7 +4,7 @@ import { randomBytes } from 'node:crypto'
 import { BastionError } from '../errors.js'
 import type { UserPatch, UserRecord, UserStore } from './store.js'
 
-interface StoredUser extends UserRecord { lastStep?: number }
+type StoredUser = UserRecord
 interface FileShape { version: 1; users: StoredUser[] }
 
 /** Throws when the file can be read by group or others: it holds every user's TOTP secret. */
@@ -102,7 +102,14 @@ export function createFileStore (path: string): UserStore {
   }
 
   function publicRecord (u: StoredUser): UserRecord {
-    return { username: u.username, passwordHash: u.passwordHash, totpSecret: u.totpSecret, enabled: u.enabled !== false, createdAt: u.createdAt }
+    return {
+      username: u.username,
+      passwordHash: u.passwordHash,
+      totpSecret: u.totpSecret,
+      enabled: u.enabled !== false,
+      createdAt: u.createdAt,
+      ...(u.lastStep === undefined ? {} : { lastStep: u.lastStep })
+    }
   }
 
   return {
@@ -116,8 +123,9 @@ export function createFileStore (path: string): UserStore {
       if (step <= Math.max(onDisk, claimed.get(username) ?? -1)) return false
       claimed.set(username, step)
       await mutate((doc) => {
-        const u = doc.users.find((x) => x.username === username)
-        if (u !== undefined) u.lastStep = Math.max(u.lastStep ?? -1, step)
+        const i = doc.users.findIndex((x) => x.username === username)
+        const u = doc.users[i]
+        if (u !== undefined) doc.users[i] = { ...u, lastStep: Math.max(u.lastStep ?? -1, step) }
       })
       return true
     },

@@ -5,6 +5,8 @@ export interface UserRecord {
   readonly totpSecret: string
   readonly enabled: boolean
   readonly createdAt: string
+  /** The last TOTP step accepted for this user, where the store keeps it (replay protection). */
+  readonly lastStep?: number
 }
 
 export type UserPatch = Partial<Pick<UserRecord, 'passwordHash' | 'totpSecret' | 'enabled'>>

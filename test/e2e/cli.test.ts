@@ -104,11 +104,11 @@ t.test('start runs the broker and logs where it listens', async (t) => {
 })
 
 t.test('mosquitto_sub receives what mosquitto_pub sends with user|$(user otp) logins', async (t) => {
-  const otp = async (u: string, next = false): Promise<string> => (await cli('user', 'otp', u, ...(next ? ['--next'] : []), '--config', cfg)).stdout.trim()
+  const otp = async (u: string): Promise<string> => (await cli('user', 'otp', u, '--config', cfg)).stdout.trim()
   const common = ['-h', '127.0.0.1', '-p', String(port), '--cafile', ca, '-V', 'mqttv5']
   const sub = tool('mosquitto_sub', [...common, '-u', `alice|${await otp('alice')}`, '-P', 'alice-password', '-t', 'metrics/alice/#', '-C', '1', '-W', '10', '-v'])
   await new Promise((resolve) => setTimeout(resolve, 1000))
-  const pub = await tool('mosquitto_pub', [...common, '-u', `alice|${await otp('alice', true)}`, '-P', 'alice-password', '-q', '1', '-t', 'metrics/alice/Temperatura', '-m', '{"value":22.5}'])
+  const pub = await tool('mosquitto_pub', [...common, '-u', `alice|${await otp('alice')}`, '-P', 'alice-password', '-q', '1', '-t', 'metrics/alice/Temperatura', '-m', '{"value":22.5}'])
   t.equal(pub.code, 0, pub.stderr)
   const got = await sub
   t.equal(got.code, 0, got.stderr)
@@ -121,6 +121,19 @@ t.test('mosquitto_sub receives what mosquitto_pub sends with user|$(user otp) lo
   t.match(wrong.stderr, /bad user name or password/i)
   const v311 = await tool('mosquitto_pub', ['-h', '127.0.0.1', '-p', String(port), '--cafile', ca, '-V', 'mqttv311', '-u', 'carol|000000', '-P', 'carol-password', '-t', 'metrics/carol/Estado', '-m', 'x'])
   t.not(v311.code, 0, 'and over 3.1.1')
+})
+
+t.test('user otp skips codes already used and says how long to wait when none is left', async (t) => {
+  const file = join(dir, 'data', 'users.json')
+  const doc = JSON.parse(readFileSync(file, 'utf8'))
+  const alice = doc.users.find((u: any) => u.username === 'alice')
+  t.ok(alice.lastStep > 0, 'the broker recorded the steps it accepted')
+  // Pretend codes up to 5 steps ahead were used: nothing inside the window is left.
+  alice.lastStep = Math.floor(Date.now() / 30_000) + 5
+  writeFileSync(file, JSON.stringify(doc))
+  const r = await cli('user', 'otp', 'alice', '--config', cfg)
+  t.equal(r.code, 1)
+  t.match(r.stderr, /used already; try again in \d+ s/)
 })
 
 t.test('Python paho-mqtt (MQTT 5) with a pyotp code sees the right reason codes', async (t) => {
@@ -136,7 +149,7 @@ t.test('Python paho-mqtt (MQTT 5) with a pyotp code sees the right reason codes'
 })
 
 t.test('SIGTERM disconnects MQTT 5 clients with 0x8B and exits 0', async (t) => {
-  const otp = (await cli('user', 'otp', 'bob', '--next', '--config', cfg)).stdout.trim()
+  const otp = (await cli('user', 'otp', 'bob', '--config', cfg)).stdout.trim()
   const c = await mqtt.connectAsync({ host: '127.0.0.1', port, protocol: 'mqtts', ca: readFileSync(ca), servername: 'localhost', protocolVersion: 5, reconnectPeriod: 0, username: `bob|${otp}`, password: 'bob-password' })
   const disconnect = new Promise<any>((resolve) => c.once('disconnect', resolve))
   const exited = new Promise<number | null>((resolve) => broker!.once('exit', (code) => resolve(code)))
