@@ -5,19 +5,25 @@ import { readFileSync } from 'node:fs'
 import mqtt from 'mqtt'
 
 const [user, password, code, caFile = 'certs/ca.crt'] = process.argv.slice(2)
-if (code === undefined) {
+if (code === undefined || code === '') {
   console.error('usage: node examples/mqttjs.mjs USER PASSWORD CODE [CA_FILE]')
   process.exit(2)
 }
 
-const client = await mqtt.connectAsync('mqtts://localhost:8883', {
-  ca: readFileSync(caFile),
-  protocolVersion: 5,
-  username: `${user}|${code}`,
-  password,
-  reconnectPeriod: 0,
-  properties: { sessionExpiryInterval: 0 }
-})
+let client
+try {
+  client = await mqtt.connectAsync('mqtts://localhost:8883', {
+    ca: readFileSync(caFile),
+    protocolVersion: 5,
+    username: `${user}|${code}`,
+    password,
+    reconnectPeriod: 0,
+    properties: { sessionExpiryInterval: 0 }
+  })
+} catch (err) {
+  console.error(`login refused: ${err.message}${typeof err.code === 'number' ? ` (CONNACK 0x${err.code.toString(16)})` : ''}`)
+  process.exit(1)
+}
 console.log('connected')
 
 await client.subscribeAsync(`metrics/${user}/#`, { qos: 1 })

@@ -1,7 +1,7 @@
 // The product as a new user meets it: the CLI, then clients we did not write
 // (Debian's mosquitto_pub/mosquitto_sub, Python's paho-mqtt with pyotp) and mqtt.js.
 import t from 'tap'
-import { execFile, spawn, type ChildProcess } from 'node:child_process'
+import { execFile, spawn, spawnSync, type ChildProcess } from 'node:child_process'
 import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -76,9 +76,12 @@ t.test('user add prints the secret, an otpauth URI and a QR code', async (t) => 
     t.equal(j.code, 0, j.stderr)
     t.match(JSON.parse(j.stdout), { user: u, totpSecret: /^[A-Z2-7]+$/ })
   }
+  const piped = spawnSync(process.execPath, [CLI, 'user', 'add', 'dan', '--json', '--config', cfg], { cwd: dir, input: 'dan-password\n', encoding: 'utf8' })
+  t.equal(piped.status, 0, 'the password can come from piped standard input')
+  t.notMatch(piped.stdout + piped.stderr, /dan-password/, 'and is not echoed')
   t.match((await cli('user', 'add', 'alice', '--password', 'whatever-pw', '--config', cfg)).stderr, /already exists/)
   t.match((await cli('user', 'add', 'bad/name', '--password', 'whatever-pw', '--config', cfg)).stderr, /invalid user name "bad\/name"/)
-  t.match((await cli('user', 'add', 'dan', '--password', 'short', '--config', cfg)).stderr, /at least 8/)
+  t.match((await cli('user', 'add', 'eve', '--password', 'short', '--config', cfg)).stderr, /at least 8/)
   t.match((await cli('user', 'list', '--config', cfg)).stdout, /alice\tenabled/)
   t.equal((await cli('user', 'frobnicate', 'x')).code, 2, 'usage errors exit 2')
   t.match((await cli('config', 'check', '--config', cfg)).stdout, /config ok/)

@@ -66,6 +66,22 @@ t.test('requireClientCertificate refuses the handshake without a certificate of 
   t.equal(events(h, 'login.ok').slice(before)[0]?.certCN, 'sensor1', 'the certificate CN is on the login event')
 })
 
+t.test('the optional plain listener binds loopback, logs a warning and still requires a login', async (t) => {
+  const h = await startHarness({
+    listeners: [{ type: 'tls', host: '127.0.0.1', port: 0 }, { type: 'tcp', port: 0 }],
+    auth: { totp: { replayProtection: false } }
+  })
+  t.teardown(() => h.close())
+  const plain = h.bastion.listeners[1]!
+  t.equal(plain.host, '127.0.0.1')
+  t.match(events(h, 'listener.started').find((e) => e.type === 'tcp'), { level: 40, msg: /UNENCRYPTED/ })
+  await h.addUser('local1')
+  const c = await mqtt.connectAsync({ host: '127.0.0.1', port: plain.port, protocol: 'mqtt', protocolVersion: 5, reconnectPeriod: 0, username: `local1|${h.code('local1')}`, password: PASSWORD })
+  t.equal(c.connected, true)
+  await c.endAsync()
+  t.equal(await h.refused({ protocol: 'mqtt', port: plain.port, username: 'local1|000000', password: PASSWORD }), 0x86)
+})
+
 t.test('the broker refuses to start when the TLS key or the user store is readable by others', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'bastion-perm-'))
   await initCertificates({ outDir: join(dir, 'certs') })
