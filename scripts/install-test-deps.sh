@@ -4,6 +4,8 @@
 #   python3-paho-mqtt  (an MQTT 5 client for /usr/bin/python3)
 #   python3-pyotp      (an independent TOTP implementation)
 #   openssl            (verifies the certificates we issue)
+#   mariadb-server     (mariadbd + mariadb-install-db: the MySQL tests start a throwaway server;
+#                       nothing here starts or enables the system service)
 # Does nothing when they are present; installs them with apt-get when run as root;
 # otherwise names what is missing and exits 1.
 set -euo pipefail
@@ -13,6 +15,9 @@ command -v mosquitto_pub >/dev/null 2>&1 || missing+=(mosquitto-clients)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 /usr/bin/python3 -c 'import paho.mqtt' >/dev/null 2>&1 || missing+=(python3-paho-mqtt)
 /usr/bin/python3 -c 'import pyotp' >/dev/null 2>&1 || missing+=(python3-pyotp)
+if ! command -v mariadbd >/dev/null 2>&1 && [ ! -x /usr/sbin/mariadbd ] || ! command -v mariadb-install-db >/dev/null 2>&1; then
+  missing+=(mariadb-server)
+fi
 
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0

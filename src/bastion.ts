@@ -15,6 +15,7 @@ import { startTcpListener } from './listeners/tcp.js'
 import { startTlsListener } from './listeners/tls.js'
 import type { Listener } from './listeners/listener.js'
 import { assertPrivate, createFileStore } from './stores/file.js'
+import { createMysqlStore } from './stores/mysql.js'
 import type { UserStore } from './stores/store.js'
 
 export interface BastionOptions {
@@ -32,8 +33,10 @@ export interface Bastion {
 }
 
 // The one place that maps configuration names to implementations.
-const STORES: Record<BastionConfig['auth']['store']['type'], (c: BastionConfig) => UserStore> = {
-  file: (c) => createFileStore(c.auth.store.path)
+/** Opens the user store the config names (also used by the CLI's user commands). */
+export function createStore (config: BastionConfig, log: Logger): UserStore {
+  const s = config.auth.store
+  return s.type === 'mysql' ? createMysqlStore(s, log.child({ module: 'store' })) : createFileStore(s.path)
 }
 const POLICIES: Record<BastionConfig['acl']['policy'], (c: BastionConfig) => AclPolicy> = {
   metrics: (c) => createMetricsPolicy(c.acl.metrics)
@@ -76,7 +79,7 @@ export async function createBastion (config: BastionConfig, opts: BastionOptions
   }
   if (config.auth.store.type === 'file') await assertPrivate(config.auth.store.path, 'user store')
 
-  const store = STORES[config.auth.store.type](config)
+  const store = createStore(config, log)
   const passwords = createPasswordPool(config.auth.workers)
   const policy = POLICIES[config.acl.policy](config)
   const prefix = config.acl.metrics.prefix
@@ -92,9 +95,11 @@ export async function createBastion (config: BastionConfig, opts: BastionOptions
   let broker: Aedes | undefined
   try {
     await passwords.ready()
-    if ((await store.list()).length === 0) {
-      log.warn({ event: 'store.empty', store: config.auth.store.type }, 'no users yet: nobody can log in; add one with: mqtt-bastion user add NAME (npx mqtt-bastion inside the project folder)')
+    if (config.auth.store.type === 'file' && (await store.list()).length === 0) {
+      log.warn({ event: 'store.empty', store: 'file' }, 'no users yet: nobody can log in; add one with: mqtt-bastion user add NAME (npx mqtt-bastion inside the project folder)')
     }
+    // A database that is down at start is not fatal: logins are refused (0x88) until it answers.
+    await store.ping().catch((err: Error) => log.warn({ event: 'store.check_failed', reason: err.message }, 'user store did not answer at start'))
     broker = await Aedes.createBroker({ ...hooks.options })
     hooks.attach(broker)
     ;(broker as unknown as EventEmitter).on('error', (err: Error) => log.error({ event: 'broker.error', err }, 'broker error'))

@@ -1,4 +1,5 @@
 import { loadConfig } from '../config/load.js'
+import { redactedConfig } from '../config/schema.js'
 import { expectPositionals, parse, stringFlag, UsageError } from './args.js'
 
 export const CONFIG_HELP = `Usage: mqtt-bastion config check [--config FILE]
@@ -16,5 +17,5 @@ export async function configCommand (argv: string[], out: (s: string) => void): 
   expectPositionals(positionals, [])
   const file = stringFlag(values, 'config')
   const { config, file: used } = loadConfig({ ...(file === undefined ? {} : { file }), env: process.env })
-  out(`config ok (${used ?? 'built-in defaults'})\n${JSON.stringify(config, null, 2)}\n`)
+  out(`config ok (${used ?? 'built-in defaults'})\n${JSON.stringify(redactedConfig(config), null, 2)}\n`)
 }

@@ -4,6 +4,7 @@ import { isBastionError } from '../errors.js'
 import { UsageError } from './args.js'
 import { certsCommand } from './certs.js'
 import { configCommand } from './config.js'
+import { dbCommand } from './db.js'
 import { startCommand } from './start.js'
 import { userCommand } from './user.js'
 
@@ -18,6 +19,7 @@ Commands:
   user add|list|disable|enable|remove|passwd|rotate-totp|otp ...
                                         manage users
   config check [--config FILE]          validate a configuration
+  db check|migrate [--config FILE]      inspect / extend a MySQL users table
 
 Run "mqtt-bastion <command> --help" for a command's options.
 Exit status: 0 on success, 1 on failure, 2 on a usage error.
@@ -44,6 +46,7 @@ async function main (argv: string[]): Promise<void> {
     case 'certs': return await certsCommand(rest, out)
     case 'user': return await userCommand(rest, out)
     case 'config': return await configCommand(rest, out)
+    case 'db': return await dbCommand(rest, out)
     default:
       throw new UsageError(`unknown command: ${cmd} (see mqtt-bastion --help)`)
   }

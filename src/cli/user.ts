@@ -3,7 +3,8 @@ import QRCode from 'qrcode'
 import { loadConfig } from '../config/load.js'
 import { codeForStep, isValidSecret, newSecret, otpauthUri, stepAt } from '../crypto/totp.js'
 import { BastionError } from '../errors.js'
-import { createFileStore } from '../stores/file.js'
+import { createStore } from '../bastion.js'
+import { createLogger } from '../log.js'
 import type { UserRecord, UserStore } from '../stores/store.js'
 import type { BastionConfig } from '../config/schema.js'
 import { USERNAME_PATTERN } from '../types.js'
@@ -42,7 +43,8 @@ const BCRYPT_COST = 12
 
 function openStore (configFile: string | undefined): { store: UserStore; config: BastionConfig } {
   const { config } = loadConfig({ ...(configFile === undefined ? {} : { file: configFile }), env: process.env })
-  return { store: createFileStore(config.auth.store.path), config }
+  // The CLI's store logs nothing: a failure reaches the user as one line on stderr instead.
+  return { store: createStore(config, createLogger({ level: 'silent' })), config }
 }
 
 /** The earliest step inside the accepted window that replay protection has not used up. */

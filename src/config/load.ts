@@ -64,8 +64,8 @@ export function loadConfig (opts: LoadOptions = {}): LoadedConfig {
   const name = opts.file ?? env.BASTION_CONFIG
   if (name === undefined || name === '') {
     // No file: the two-command quick start. Development certificates are made when missing.
-    return { config: parseConfig(applyEnv({}, env), cwd, { devCertificates: true }) }
+    return { config: parseConfig(applyEnv({}, env), cwd, { devCertificates: true, env }) }
   }
   const file = resolve(cwd, name)
-  return { config: parseConfig(applyEnv(readDocument(file), env), dirname(file)), file }
+  return { config: parseConfig(applyEnv(readDocument(file), env), dirname(file), { env }), file }
 }

@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs'
 import { isIP } from 'node:net'
 import { resolve } from 'node:path'
 import { BastionError } from '../errors.js'
@@ -24,7 +25,39 @@ export interface TcpListenerConfig {
 export type ListenerConfig = TlsListenerConfig | TcpListenerConfig
 
 export interface FileStoreConfig { readonly type: 'file'; readonly path: string }
-export type StoreConfig = FileStoreConfig
+
+/** Column names of the users table; the defaults are those of existing deployments. */
+export interface MysqlColumns {
+  readonly username: string
+  readonly password: string
+  readonly totpSecret: string
+  readonly enabled: string
+  readonly lastStep: string
+  readonly createdAt: string
+}
+
+export interface MysqlStoreConfig {
+  readonly type: 'mysql'
+  readonly host: string
+  readonly port: number
+  readonly user: string
+  /** Resolved at load from `password`, `passwordFile` or `passwordEnv`; never logged. */
+  readonly password?: string
+  readonly database: string
+  readonly table: string
+  readonly columns: MysqlColumns
+  /** TLS to the database: off, on with the system CAs, or on with a given CA file. */
+  readonly tls?: { readonly ca?: string; readonly rejectUnauthorized: boolean }
+  readonly poolSize: number
+  /** Milliseconds to open a connection. */
+  readonly connectTimeout: number
+  /** Milliseconds one store call (a login's lookup, a step claim) may take in all. */
+  readonly queryTimeout: number
+  /** Seconds a found user may be served from memory; 0 (default) asks the database every time. */
+  readonly cacheTtl: number
+}
+
+export type StoreConfig = FileStoreConfig | MysqlStoreConfig
 
 export interface BastionConfig {
   readonly listeners: readonly ListenerConfig[]
@@ -123,11 +156,89 @@ function listener (value: unknown, i: number, base: string): ListenerConfig {
   })
 }
 
-function store (value: unknown, base: string): StoreConfig {
+const IDENTIFIER = /^[A-Za-z_][A-Za-z0-9_]{0,63}$/
+const COLUMN_DEFAULTS: MysqlColumns = { username: 'username', password: 'password', totpSecret: 'totp_secret', enabled: 'enabled', lastStep: 'last_step', createdAt: 'created_at' }
+
+function identifier (raw: Raw, key: string, path: string, def: string): string {
+  const v = str(raw, key, path, def)
+  if (!IDENTIFIER.test(v)) fail(path, `"${v}" is not a plain SQL identifier (letters, digits, _)`)
+  return v
+}
+
+function mysqlStore (raw: Raw, base: string, env: NodeJS.ProcessEnv): MysqlStoreConfig {
+  const p = 'auth.store'
+  // A URL gives defaults for the discrete keys; a discrete key wins over the URL.
+  let fromUrl: Raw = {}
+  if (raw.url !== undefined) {
+    const text = str(raw, 'url', `${p}.url`)
+    let u: URL
+    try {
+      u = new URL(text)
+    } catch {
+      fail(`${p}.url`, 'is not a URL (expected mysql://user:password@host:port/database)')
+    }
+    if (u.protocol !== 'mysql:' && u.protocol !== 'mariadb:') fail(`${p}.url`, 'must start with mysql://')
+    fromUrl = {
+      host: u.hostname === '' ? undefined : u.hostname.replace(/^\[|\]$/g, ''),
+      port: u.port === '' ? undefined : Number(u.port),
+      user: u.username === '' ? undefined : decodeURIComponent(u.username),
+      password: u.password === '' ? undefined : decodeURIComponent(u.password),
+      database: u.pathname.length > 1 ? decodeURIComponent(u.pathname.slice(1)) : undefined
+    }
+  }
+  const merged: Raw = { ...Object.fromEntries(Object.entries(fromUrl).filter(([, v]) => v !== undefined)), ...raw }
+  const sources = ['password', 'passwordFile', 'passwordEnv'].filter((k) => raw[k] !== undefined)
+  if (sources.length > 1) fail(p, `give one of password, passwordFile, passwordEnv (got ${sources.join(', ')})`)
+  let password = typeof merged.password === 'string' ? merged.password : undefined
+  if (raw.passwordFile !== undefined) {
+    const file = resolve(base, str(raw, 'passwordFile', `${p}.passwordFile`))
+    try {
+      password = readFileSync(file, 'utf8').replace(/\r?\n$/, '')
+    } catch (err) {
+      fail(`${p}.passwordFile`, `cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`)
+    }
+  }
+  if (raw.passwordEnv !== undefined) {
+    const name = str(raw, 'passwordEnv', `${p}.passwordEnv`)
+    password = env[name]
+    if (password === undefined) fail(`${p}.passwordEnv`, `environment variable ${name} is not set`)
+  }
+  const cols = object(raw.columns, `${p}.columns`, Object.keys(COLUMN_DEFAULTS))
+  const columns = Object.fromEntries(Object.entries(COLUMN_DEFAULTS).map(([k, d]) => [k, identifier(cols, k, `${p}.columns.${k}`, d)])) as unknown as MysqlColumns
+  let tls: MysqlStoreConfig['tls']
+  if (raw.tls === true) tls = { rejectUnauthorized: true }
+  else if (raw.tls !== undefined && raw.tls !== false) {
+    const t = object(raw.tls, `${p}.tls`, ['ca', 'rejectUnauthorized'])
+    tls = {
+      ...(t.ca === undefined ? {} : { ca: resolve(base, str(t, 'ca', `${p}.tls.ca`)) }),
+      rejectUnauthorized: bool(t, 'rejectUnauthorized', `${p}.tls.rejectUnauthorized`, true)
+    }
+  }
+  return Object.freeze({
+    type: 'mysql',
+    host: str(merged, 'host', `${p}.host`, '127.0.0.1'),
+    port: int(merged, 'port', `${p}.port`, 3306, 1, 65535),
+    user: str(merged, 'user', `${p}.user`),
+    ...(password === undefined ? {} : { password }),
+    database: str(merged, 'database', `${p}.database`),
+    table: identifier(raw, 'table', `${p}.table`, 'users'),
+    columns: Object.freeze(columns),
+    ...(tls === undefined ? {} : { tls: Object.freeze(tls) }),
+    poolSize: int(raw, 'poolSize', `${p}.poolSize`, 10, 1, 1000),
+    connectTimeout: int(raw, 'connectTimeout', `${p}.connectTimeout`, 2000, 100, 60000),
+    queryTimeout: int(raw, 'queryTimeout', `${p}.queryTimeout`, 2000, 100, 60000),
+    cacheTtl: int(raw, 'cacheTtl', `${p}.cacheTtl`, 0, 0, 86400)
+  })
+}
+
+const MYSQL_KEYS = ['type', 'url', 'host', 'port', 'user', 'password', 'passwordFile', 'passwordEnv', 'database', 'table', 'columns', 'tls', 'poolSize', 'connectTimeout', 'queryTimeout', 'cacheTtl']
+
+function store (value: unknown, base: string, env: NodeJS.ProcessEnv): StoreConfig {
+  const type = (value as Raw | null)?.type ?? 'file'
+  if (type === 'mysql') return mysqlStore(object(value, 'auth.store', MYSQL_KEYS), base, env)
+  if (type !== 'file') fail('auth.store.type', 'must be file or mysql')
   const raw = object(value, 'auth.store', ['type', 'path'])
-  const type = raw.type ?? 'file'
-  if (type !== 'file') fail('auth.store.type', 'must be file')
-  return Object.freeze({ type, path: resolve(base, str(raw, 'path', 'auth.store.path', 'data/users.json')) })
+  return Object.freeze({ type: 'file', path: resolve(base, str(raw, 'path', 'auth.store.path', 'data/users.json')) })
 }
 
 /**
@@ -135,7 +246,7 @@ function store (value: unknown, base: string): StoreConfig {
  * Relative paths resolve against `base` (the config file's folder, or the working directory).
  * Unknown keys are errors: a typo must never silently fall back to a default.
  */
-export function parseConfig (doc: unknown, base: string, opts: { devCertificates?: boolean } = {}): BastionConfig {
+export function parseConfig (doc: unknown, base: string, opts: { devCertificates?: boolean; env?: NodeJS.ProcessEnv } = {}): BastionConfig {
   const root = object(doc, '', ['listeners', 'auth', 'acl', 'sessions', 'will', 'log', 'devCertificates'])
 
   const rawListeners = root.listeners ?? [{ type: 'tls' }]
@@ -161,7 +272,7 @@ export function parseConfig (doc: unknown, base: string, opts: { devCertificates
   return Object.freeze({
     listeners: Object.freeze(listeners),
     auth: Object.freeze({
-      store: store(auth.store, base),
+      store: store(auth.store, base, opts.env ?? {}),
       totp: Object.freeze({
         window: int(totp, 'window', 'auth.totp.window', 1, 0, 10),
         replayProtection: bool(totp, 'replayProtection', 'auth.totp.replayProtection', true)
@@ -177,4 +288,9 @@ export function parseConfig (doc: unknown, base: string, opts: { devCertificates
     log: Object.freeze({ level: oneOf(log, 'level', 'log.level', 'info', LOG_LEVELS) }),
     devCertificates: bool(root, 'devCertificates', 'devCertificates', opts.devCertificates ?? false)
   })
+}
+
+/** The config as JSON with every secret blanked, for `config check` and logs. */
+export function redactedConfig (config: BastionConfig): unknown {
+  return JSON.parse(JSON.stringify(config, (key, value: unknown) => (key === 'password' ? '[redacted]' : value)))
 }

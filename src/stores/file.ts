@@ -151,6 +151,9 @@ export function createFileStore (path: string): UserStore {
     async list () {
       return (await load()).users.map(publicRecord)
     },
+    async ping () {
+      await load()
+    },
     async close () {
       await queue
     }

@@ -27,5 +27,7 @@ export interface UserStore {
   update (username: string, patch: UserPatch): Promise<void>
   remove (username: string): Promise<void>
   list (): Promise<UserRecord[]>
+  /** Checks that the backend answers; throws what find() would throw when it cannot. */
+  ping (): Promise<void>
   close (): Promise<void>
 }

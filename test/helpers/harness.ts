@@ -6,12 +6,11 @@ import { Writable } from 'node:stream'
 import bcrypt from 'bcryptjs'
 import mqtt, { type IClientOptions, type MqttClient } from 'mqtt'
 import { pino } from 'pino'
-import { createBastion, type Bastion } from '../../src/bastion.js'
+import { createBastion, createStore, type Bastion } from '../../src/bastion.js'
 import { initCertificates } from '../../src/certs/issue.js'
 import { parseConfig } from '../../src/config/schema.js'
 import { currentCode, newSecret } from '../../src/crypto/totp.js'
 import { REDACT_PATHS } from '../../src/log.js'
-import { createFileStore } from '../../src/stores/file.js'
 
 export const PASSWORD = 'correct horse battery'
 
@@ -23,6 +22,8 @@ export interface Harness {
   logs: Array<Record<string, any>>
   /** Adds an enabled user with PASSWORD (bcrypt cost 4 to keep tests fast) and returns its secret. */
   addUser (name: string, opts?: { enabled?: boolean; hash?: string }): Promise<string>
+  /** Registers the TOTP secret of a user created some other way (plain SQL). */
+  knowSecret (name: string, secret: string): void
   /** The TOTP code for `name`, `offset` steps from now. */
   code (name: string, offset?: number): string
   connect (name: string, opts?: IClientOptions & { offset?: number }): Promise<MqttClient>
@@ -54,7 +55,8 @@ export async function startHarness (extra: Record<string, unknown> = {}): Promis
   const logs: Array<Record<string, any>> = []
   const logger = pino({ level: 'debug', redact: { paths: REDACT_PATHS, censor: '[redacted]' } }, capture(logs))
   const secrets = new Map<string, string>()
-  const store = createFileStore(config.auth.store.path)
+  // Users are written the way the CLI writes them, into whichever store the config names.
+  const store = createStore(config, pino({ level: 'silent' }))
   const bastion = await createBastion(config, { logger })
   const port = bastion.listeners[0]?.port as number
   const ca = readFileSync(join(dir, 'certs', 'ca.crt'))
@@ -72,12 +74,15 @@ export async function startHarness (extra: Record<string, unknown> = {}): Promis
       await store.add({ username: name, passwordHash: opts.hash ?? bcrypt.hashSync(PASSWORD, 4), totpSecret: secret, enabled: opts.enabled ?? true, createdAt: new Date().toISOString() })
       return secret
     },
+    knowSecret (name, secret) {
+      secrets.set(name, secret)
+    },
     code (name, offset = 0) {
       return currentCode(secrets.get(name) as string, Date.now() + offset * 30_000)
     },
     async connect (name, opts = {}) {
       const { offset, ...o } = opts
-      const c = await mqtt.connectAsync(base({ username: `${name}|${h.code(name, offset)}`, password: PASSWORD, ...o }))
+      const c = await mqtt.connectAsync(base({ username: o.username ?? `${name}|${h.code(name, offset)}`, password: PASSWORD, ...o }))
       clients.push(c)
       return c
     },

@@ -1,0 +1,190 @@
+// The MySQL/MariaDB user store against a real MariaDB server started for this file:
+// existing tables as they are, db migrate, revocation, replay across brokers, hostile
+// usernames, and an outage in the middle of traffic.
+import t from 'tap'
+import { execFile } from 'node:child_process'
+import { mkdtempSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { promisify } from 'node:util'
+import mysql from 'mysql2/promise'
+import { newSecret } from '../../src/crypto/totp.js'
+import { events, nextMessage, pubackCode, startHarness, type Harness } from '../helpers/harness.js'
+import { startMariaDb } from '../helpers/mariadb.mjs'
+
+const run = promisify(execFile)
+const CLI = join(process.cwd(), 'dist', 'cli', 'main.js')
+// Made by Python: bcrypt.hashpw(b'correct horse battery', bcrypt.gensalt()) — cost 12, $2b$.
+const PYTHON_HASH = '$2b$12$CAi96KlkEBVfN.iXyoyAp.fp97w1t0sIjPQ/EHTGMxNtkUyor7a0S'
+const PASSWORD = 'correct horse battery'
+// The table existing deployments already have, exactly.
+const SEED_TABLE = `CREATE TABLE users (
+  id INT AUTO_INCREMENT PRIMARY KEY,
+  username VARCHAR(64) UNIQUE NOT NULL,
+  password VARCHAR(100) NOT NULL,
+  totp_secret VARCHAR(64) NOT NULL
+)`
+
+const db = await startMariaDb()
+t.teardown(() => db.close())
+const { url } = await db.createDatabase()
+const sql = await mysql.createConnection(url)
+t.teardown(() => sql.end())
+await sql.query(SEED_TABLE)
+
+const storeConfig = { type: 'mysql', url, connectTimeout: 1000, queryTimeout: 1500 }
+const cfgDir = mkdtempSync(join(tmpdir(), 'bastion-mysql-cfg-'))
+const cfgFile = join(cfgDir, 'bastion.yaml')
+writeFileSync(cfgFile, `auth:\n  store:\n    type: mysql\n    url: ${url}\n    connectTimeout: 1000\n    queryTimeout: 1500\n`)
+
+async function cli (...args: string[]): Promise<{ stdout: string; stderr: string; code: number }> {
+  try {
+    return { ...(await run(process.execPath, [CLI, ...args, '--config', cfgFile])), code: 0 }
+  } catch (err: any) {
+    return { stdout: err.stdout, stderr: err.stderr, code: err.code }
+  }
+}
+
+async function insertUser (name: string, hash = PYTHON_HASH): Promise<string> {
+  const secret = newSecret()
+  await sql.execute('INSERT INTO users (username, password, totp_secret) VALUES (?, ?, ?)', [name, hash, secret])
+  return secret
+}
+
+async function broker (): Promise<Harness> {
+  const h = await startHarness({ auth: { store: storeConfig } })
+  t.teardown(() => h.close())
+  return h
+}
+
+t.test('a row inserted by plain SQL with a Python-made bcrypt hash logs in over TLS (table without extras)', async (t) => {
+  const h = await broker()
+  h.knowSecret('pyuser', await insertUser('pyuser'))
+  const c = await h.connect('pyuser')
+  t.equal(c.connected, true)
+  t.equal(await pubackCode(c, 'metrics/pyuser/Temperatura', '20'), 0)
+  await c.endAsync()
+  t.ok(events(h, 'store.replay_local_only').length === 1, 'warns that replay protection is per process without last_step')
+  t.equal(await h.refused({ username: `pyuser|${h.code('pyuser')}`, password: PASSWORD }), 0x86, 'and a replay is still refused by this broker')
+})
+
+t.test('db check reports the missing extras, db migrate adds them, a second migrate changes nothing', async (t) => {
+  const before = await cli('db', 'check')
+  t.equal(before.code, 0, before.stderr)
+  t.match(before.stdout, /missing optional column\(s\): enabled, last_step, created_at/)
+  const first = await cli('db', 'migrate')
+  t.equal(first.code, 0, first.stderr)
+  t.equal(first.stdout.trim().split('\n').length, 3, 'three ALTER TABLE statements')
+  t.match(first.stdout, /ALTER TABLE `users` ADD COLUMN `last_step` BIGINT NULL/)
+  const second = await cli('db', 'migrate')
+  t.match(second.stdout, /up to date, nothing to do/)
+  t.match((await cli('db', 'check')).stdout, /all optional columns present/)
+  const [rows] = await sql.query<any[]>('SELECT username, enabled FROM users WHERE username = ?', ['pyuser'])
+  t.same(rows, [{ username: 'pyuser', enabled: 1 }], 'existing rows kept, enabled by default')
+})
+
+t.test('db check names what is wrong with a table that cannot work', async (t) => {
+  await sql.query('CREATE TABLE accounts (id INT PRIMARY KEY, login VARCHAR(64))')
+  const other = join(cfgDir, 'accounts.yaml')
+  writeFileSync(other, `auth:\n  store: { type: mysql, url: "${url}", table: accounts }\n`)
+  const r = await run(process.execPath, [CLI, 'db', 'check', '--config', other]).catch((e: any) => e)
+  t.equal(r.code, 1)
+  t.match(r.stderr, /missing required column\(s\) username, password, totp_secret/)
+})
+
+let h2: Harness
+let h3: Harness
+
+t.test('a code accepted by one broker is refused by another sharing the database', async (t) => {
+  h2 = await broker()
+  h3 = await broker()
+  const secret = await insertUser('shared1')
+  h2.knowSecret('shared1', secret)
+  h3.knowSecret('shared1', secret)
+  const username = `shared1|${h2.code('shared1')}`
+  const c = await h2.connect('shared1', { username })
+  t.equal(c.connected, true)
+  t.equal(await h3.refused({ username, password: PASSWORD }), 0x86)
+  t.equal(events(h3, 'login.failed').at(-1)?.reason, 'replayed_otp')
+  const [rows] = await sql.query<any[]>('SELECT last_step FROM users WHERE username = ?', ['shared1'])
+  t.ok(Number(rows[0].last_step) > 0, 'the claimed step is in the database')
+  await c.endAsync()
+})
+
+t.test('concurrent logins with one code on two brokers: exactly one wins', async (t) => {
+  const secret = await insertUser('race1')
+  h2.knowSecret('race1', secret)
+  h3.knowSecret('race1', secret)
+  const username = `race1|${h2.code('race1')}`
+  const outcomes = await Promise.all([h2, h3, h2, h3].map(async (h) => await h.connect('race1', { username }).then((c) => { c.end(true); return 'ok' }, () => 'refused')))
+  t.equal(outcomes.filter((o) => o === 'ok').length, 1, outcomes.join(','))
+})
+
+t.test('disabling or deleting a user in the database refuses the next login at once', async (t) => {
+  const secret = await insertUser('revoked1')
+  h2.knowSecret('revoked1', secret)
+  const c = await h2.connect('revoked1')
+  await c.endAsync()
+  await sql.execute('UPDATE users SET enabled = 0 WHERE username = ?', ['revoked1'])
+  t.equal(await h2.refused({ username: `revoked1|${h2.code('revoked1', 1)}`, password: PASSWORD }), 0x86)
+  t.equal(events(h2, 'login.failed').at(-1)?.reason, 'disabled_user')
+  await sql.execute('DELETE FROM users WHERE username = ?', ['revoked1'])
+  t.equal(await h2.refused({ username: `revoked1|${h2.code('revoked1', 1)}`, password: PASSWORD }), 0x86)
+  t.equal(events(h2, 'login.failed').at(-1)?.reason, 'unknown_user')
+})
+
+t.test('usernames carrying SQL are refused before any query and the table is intact', async (t) => {
+  const [[before]] = await sql.query<any[]>('SELECT COUNT(*) AS n FROM users')
+  for (const evil of ["' OR '1'='1", 'a;DROP TABLE users', "pyuser' -- ", 'x\\\' OR 1=1 #']) {
+    t.equal(await h2.refused({ username: `${evil}|123456`, password: PASSWORD }), 0x86, evil)
+    t.equal(events(h2, 'login.failed').at(-1)?.reason, 'invalid_username')
+  }
+  const [[after]] = await sql.query<any[]>('SELECT COUNT(*) AS n FROM users')
+  t.equal(after.n, before.n)
+})
+
+t.test('the CLI manages users in MySQL with the same commands', async (t) => {
+  const add = await cli('user', 'add', 'cliuser', '--password', 'cli-password', '--json')
+  t.equal(add.code, 0, add.stderr)
+  const { totpSecret } = JSON.parse(add.stdout)
+  const [rows] = await sql.query<any[]>('SELECT password, totp_secret FROM users WHERE username = ?', ['cliuser'])
+  t.match(rows[0].password, /^\$2[ab]\$12\$/, 'a bcrypt hash in the password column')
+  t.equal(rows[0].totp_secret, totpSecret)
+  t.match((await cli('user', 'list')).stdout, /cliuser\tenabled/)
+  t.match((await cli('user', 'add', 'cliuser', '--password', 'cli-password')).stderr, /already exists/)
+  const otp = (await cli('user', 'otp', 'cliuser')).stdout.trim()
+  t.match(otp, /^\d{6}$/)
+  const c = await h2.connect('cliuser', { username: `cliuser|${otp}`, password: 'cli-password' })
+  t.equal(c.connected, true)
+  await c.endAsync()
+  t.equal((await cli('user', 'disable', 'cliuser')).code, 0)
+  t.match((await cli('user', 'list')).stdout, /cliuser\tdisabled/)
+  t.equal((await cli('user', 'remove', 'cliuser')).code, 0)
+  t.match((await cli('user', 'remove', 'cliuser')).stderr, /no such user/)
+})
+
+t.test('database down: new logins get 0x88 / 3, connected clients keep working, recovery needs no restart', async (t) => {
+  if (!db.canRestart) throw new Error('this test stops and restarts MariaDB: unset MYSQL_URL so the harness starts its own server')
+  const secret = await insertUser('outage1')
+  h2.knowSecret('outage1', secret)
+  const live = await h2.connect('outage1')
+  await live.subscribeAsync('metrics/outage1/#', { qos: 1 })
+  const unavailableBefore = events(h2, 'store.unavailable').length
+
+  await db.stop()
+  const got = nextMessage(live, 3000)
+  t.equal(await pubackCode(live, 'metrics/outage1/Temperatura', 'during outage'), 0, 'a connected client publishes')
+  t.equal((await got)?.payload, 'during outage', 'and receives')
+  t.equal(await h2.refused({ username: `outage1|${h2.code('outage1', 1)}`, password: PASSWORD }), 0x88, 'MQTT 5 login refused: server unavailable')
+  t.equal(await h2.refused({ username: `outage1|${h2.code('outage1', 1)}`, password: PASSWORD, protocolVersion: 4 }), 3, '3.1.1 login refused with return code 3')
+  t.equal(events(h2, 'store.unavailable').length - unavailableBefore, 1, 'the outage is logged once, not per login')
+  t.equal(events(h2, 'login.failed').at(-1)?.reason, 'backend_unavailable')
+
+  await db.start()
+  const back = await h2.connect('outage1', { offset: 1 })
+  t.equal(back.connected, true, 'logins work again without restarting the broker')
+  t.equal(events(h2, 'store.recovered').length, 1, 'the recovery is logged once')
+  await back.endAsync()
+  t.equal(live.connected, true, 'the client connected through the outage is still up')
+  await live.endAsync()
+})
