@@ -4,10 +4,12 @@ import { dirname, join } from 'node:path'
 import { Aedes } from 'aedes'
 import type { Socket } from 'node:net'
 import { createHooks } from './auth/hooks.js'
+import type { Authenticator } from './auth/authenticator.js'
+import { createStoreAuthenticator } from './auth/login.js'
 import { createMetricsPolicy } from './acl/metrics.js'
 import type { AclPolicy } from './acl/policy.js'
 import { certificateExpiry, initCertificates } from './certs/issue.js'
-import type { BastionConfig, TlsListenerConfig } from './config/schema.js'
+import type { BastionConfig, CertificateIdentity, ListenerConfig, TlsListenerConfig } from './config/schema.js'
 import { createPasswordPool } from './crypto/password-pool.js'
 import { BastionError } from './errors.js'
 import { createLogger, type Logger } from './log.js'
@@ -27,7 +29,13 @@ export interface Bastion {
   readonly config: BastionConfig
   readonly broker: Aedes
   readonly listeners: readonly Listener[]
-  readonly store: UserStore
+  /** The local user store; undefined with an HTTP backend, which keeps its users itself. */
+  readonly store: UserStore | undefined
+  /**
+   * Re-reads what can change under a running broker (SIGHUP): user store and ACL files. A file
+   * that no longer parses is rejected with one log line and the old contents keep serving.
+   */
+  reload (): Promise<void>
   /** Stops accepting, disconnects clients (MQTT 5: DISCONNECT 0x8B), releases everything. */
   close (): Promise<void>
 }
@@ -36,10 +44,19 @@ export interface Bastion {
 /** Opens the user store the config names (also used by the CLI's user commands). */
 export function createStore (config: BastionConfig, log: Logger): UserStore {
   const s = config.auth.store
-  return s.type === 'mysql' ? createMysqlStore(s, log.child({ module: 'store' })) : createFileStore(s.path)
+  switch (s.type) {
+    case 'mysql': return createMysqlStore(s, log.child({ module: 'store' }))
+    case 'mosquitto-passwd': throw new BastionError('BASTION_ERR_CONFIG', 'auth.store mosquitto-passwd: not built yet')
+    case 'file': return createFileStore(s.path)
+    case 'http':
+      throw new BastionError('BASTION_ERR_INVALID_INPUT', 'auth.store is http: users live in the HTTP backend, not here')
+  }
 }
-const POLICIES: Record<BastionConfig['acl']['policy'], (c: BastionConfig) => AclPolicy> = {
-  metrics: (c) => createMetricsPolicy(c.acl.metrics)
+
+const POLICIES: Record<BastionConfig['acl']['policy'], (c: BastionConfig, log: Logger) => AclPolicy> = {
+  metrics: (c) => createMetricsPolicy(c.acl.metrics),
+  'mosquitto-acl': () => { throw new BastionError('BASTION_ERR_CONFIG', 'acl.policy mosquitto-acl: not built yet') },
+  http: () => { throw new BastionError('BASTION_ERR_CONFIG', 'acl.policy http: not built yet') }
 }
 
 async function prepareCertificates (l: TlsListenerConfig, dev: boolean, log: Logger): Promise<void> {
@@ -79,13 +96,32 @@ export async function createBastion (config: BastionConfig, opts: BastionOptions
   }
   if (config.auth.store.type === 'file') await assertPrivate(config.auth.store.path, 'user store')
 
-  const store = createStore(config, log)
+  const s = config.auth.store
+  const store = s.type === 'http' ? undefined : createStore(config, log)
   const passwords = createPasswordPool(config.auth.workers)
-  const policy = POLICIES[config.acl.policy](config)
+  let policy: AclPolicy
+  try {
+    policy = POLICIES[config.acl.policy](config, log)
+  } catch (err) {
+    await passwords.close()
+    await store?.close()
+    throw err
+  }
+  const authenticator: Authenticator = s.type === 'http'
+    ? (() => { throw new BastionError('BASTION_ERR_CONFIG', 'auth.store http: not built yet') })()
+    : createStoreAuthenticator({ store: store as UserStore, passwords, totp: config.auth.totp })
   const prefix = config.acl.metrics.prefix
+  // Which listener each socket came in on, for the certificate identity mode of that listener.
+  const origin = new WeakMap<object, ListenerConfig>()
+  const certificateIdentity = (socket: unknown): CertificateIdentity => {
+    const l = typeof socket === 'object' && socket !== null ? origin.get(socket) : undefined
+    return l?.type === 'tls' ? l.certificateIdentity : 'none'
+  }
   const hooks = createHooks({
-    login: { store, passwords, totp: config.auth.totp },
+    authenticator,
     policy,
+    clientIdPrefixes: config.auth.clientIdPrefixes,
+    certificateIdentity,
     log: log.child({ module: 'auth' }),
     maxSessionExpiry: config.sessions.maxExpiry,
     ...(config.will.serverWill ? { serverWillTopic: (user: string) => `${prefix}/${user}/Estado` } : {})
@@ -95,24 +131,29 @@ export async function createBastion (config: BastionConfig, opts: BastionOptions
   let broker: Aedes | undefined
   try {
     await passwords.ready()
-    if (config.auth.store.type === 'file' && (await store.list()).length === 0) {
+    if (store !== undefined && config.auth.store.type === 'file' && (await store.list()).length === 0) {
       log.warn({ event: 'store.empty', store: 'file' }, 'no users yet: nobody can log in; add one with: mqtt-bastion user add NAME (npx mqtt-bastion inside the project folder)')
     }
     // A database that is down at start is not fatal: logins are refused (0x88) until it answers.
-    await store.ping().catch((err: Error) => log.warn({ event: 'store.check_failed', reason: err.message }, 'user store did not answer at start'))
+    await store?.ping().catch((err: Error) => log.warn({ event: 'store.check_failed', reason: err.message }, 'user store did not answer at start'))
     broker = await Aedes.createBroker({ ...hooks.options })
     hooks.attach(broker)
     ;(broker as unknown as EventEmitter).on('error', (err: Error) => log.error({ event: 'broker.error', err }, 'broker error'))
     const b = broker
-    const handle = (socket: Socket): void => { b.handle(socket) }
     for (const l of config.listeners) {
+      const handle = (socket: Socket): void => {
+        origin.set(socket, l)
+        b.handle(socket)
+      }
       listeners.push(l.type === 'tls' ? await startTlsListener(l, handle, log) : await startTcpListener(l, handle, log))
     }
   } catch (err) {
     await Promise.all(listeners.map(async (l) => await l.close()))
     if (broker !== undefined) await new Promise<void>((resolve) => broker?.close(() => resolve()))
     await passwords.close()
-    await store.close()
+    await authenticator.close?.()
+    await policy.close?.()
+    await store?.close()
     throw err
   }
 
@@ -123,6 +164,21 @@ export async function createBastion (config: BastionConfig, opts: BastionOptions
     broker: b,
     listeners,
     store,
+    async reload () {
+      const parts: Array<[string, (() => Promise<void>) | undefined]> = [
+        ['user store', store?.reload?.bind(store)],
+        ['acl policy', policy.reload?.bind(policy)]
+      ]
+      for (const [what, reload] of parts) {
+        if (reload === undefined) continue
+        try {
+          await reload()
+          log.info({ event: 'reload.ok', what }, `${what} reloaded`)
+        } catch (err) {
+          log.error({ event: 'reload.failed', what, reason: (err as Error).message }, `${what} not reloaded; the previous one keeps serving`)
+        }
+      }
+    },
     close () {
       closing ??= (async () => {
         // Stop accepting first; server.close() resolves once the broker has dropped its clients.
@@ -130,7 +186,9 @@ export async function createBastion (config: BastionConfig, opts: BastionOptions
         await new Promise<void>((resolve) => b.close(() => resolve()))
         await stopped
         await passwords.close()
-        await store.close()
+        await authenticator.close?.()
+        await policy.close?.()
+        await store?.close()
         log.info({ event: 'broker.stopped' }, 'broker stopped')
       })()
       return closing

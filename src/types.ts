@@ -7,6 +7,11 @@ export interface Identity {
   readonly certCN?: string
   /** Whether the client sent its own will; the server will is only for clients without one. */
   readonly hasWill: boolean
+  /**
+   * The MQTT username exactly as sent (e.g. `alice|123456`), for backends that expect it
+   * verbatim (the go-auth HTTP contract). Never logged: it may carry a code.
+   */
+  readonly mqttUsername?: string
 }
 
 /** `read` is the delivery (forward) check: may this client receive a message on this topic. */
@@ -33,6 +38,11 @@ export type LoginFailure =
   | 'replayed_otp'
   | 'will_denied'
   | 'backend_unavailable'
+  | 'backend_denied'
+  | 'clientid_rejected'
+  | 'no_certificate'
+  | 'certificate_mismatch'
+  | 'totp_not_configured'
 
 /** Letters, digits, `_ . -`: nothing that can leave a topic level (`/ + # $`, NUL). */
 export const USERNAME_PATTERN = /^[A-Za-z0-9_.-]{1,64}$/

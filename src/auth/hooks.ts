@@ -1,13 +1,19 @@
 import type { TLSSocket } from 'node:tls'
 import type { Aedes, AedesOptions, Client, ConnectPacket, PublishPacket } from 'aedes'
 import type { AclPolicy } from '../acl/policy.js'
+import type { CertificateIdentity } from '../config/schema.js'
 import type { Logger } from '../log.js'
-import type { Action, Identity, LoginFailure } from '../types.js'
-import { isBackendFault, login, type LoginDeps } from './login.js'
+import { USERNAME_PATTERN, type Action, type Decision, type Identity, type LoginFailure } from '../types.js'
+import type { Authenticator, LoginResult } from './authenticator.js'
+import { isBackendFault } from './login.js'
 
 export interface HookOptions {
-  login: LoginDeps
+  authenticator: Authenticator
   policy: AclPolicy
+  /** Client ids must start with one of these; empty: any (Mosquitto's clientid_prefixes). */
+  clientIdPrefixes: readonly string[]
+  /** How the listener a socket arrived on turns its client certificate into a user. */
+  certificateIdentity: (socket: unknown) => CertificateIdentity
   log: Logger
   /** Upper bound for MQTT 5 Session Expiry Interval, seconds; 0 = sessions end with the connection. */
   maxSessionExpiry: number
@@ -16,6 +22,7 @@ export interface HookOptions {
 }
 
 // MQTT 3.1.1 CONNACK return codes; aedes maps them to the MQTT 5 reason codes in brackets.
+const RC_IDENTIFIER_REJECTED = 2 // [0x85]
 const RC_SERVER_UNAVAILABLE = 3 // [0x88]
 const RC_BAD_CREDENTIALS = 4 // [0x86]
 const RC_NOT_AUTHORIZED = 5 // [0x87]
@@ -42,6 +49,23 @@ function certCommonName (client: Client): string | undefined {
   const cn = sock.getPeerCertificate().subject?.CN
   return typeof cn === 'string' ? cn : undefined
 }
+
+/** The verified certificate's subject in RFC 2253 order (most specific first), as Mosquitto prints it. */
+function certSubject (client: Client): string | undefined {
+  const sock = client.conn as Partial<TLSSocket>
+  if (sock.authorized !== true || typeof sock.getPeerX509Certificate !== 'function') return undefined
+  const subject = sock.getPeerX509Certificate()?.subject
+  return subject === undefined ? undefined : subject.split('\n').reverse().join(',')
+}
+
+/** The account part of an MQTT username: before the last `|` when there is one. */
+function accountOf (username: string): string {
+  const i = username.lastIndexOf('|')
+  return i < 0 ? username : username.slice(0, i)
+}
+
+// A subject becomes a topic level in policies and wills: nothing that leaves a level.
+const SUBJECT_PATTERN = /^[^/+#$\u0000]{1,256}$/
 
 /**
  * The one adapter between aedes and our decisions: login results and ACL decisions become
@@ -78,10 +102,46 @@ export function createHooks (opts: HookOptions): { options: Partial<AedesOptions
     done(null, true)
   }
 
+  /** Asks the policy; a backend that cannot answer is a deny (logged), never an allow. */
+  async function decide (identity: Identity, action: Action, topic: string): Promise<Decision> {
+    try {
+      return await policy.decide(identity, action, topic)
+    } catch (err) {
+      if (!isBackendFault(err)) log.error({ event: 'acl.error', err }, 'unexpected ACL error')
+      return { allow: false, reason: 'acl backend unavailable' }
+    }
+  }
+
+  /** Who the client is: from the certificate alone, or a login (bound to the certificate's CN). */
+  async function identify (client: Client, username: string | undefined, password: Buffer | undefined): Promise<LoginResult> {
+    const mode = opts.certificateIdentity(client.conn)
+    if (mode === 'cn' || mode === 'subject') {
+      // Mosquitto's use_identity_as_username / use_subject_as_username: the CA vouches for the
+      // user; username and password are not checked.
+      const user = mode === 'cn' ? certCommonName(client) : certSubject(client)
+      if (user === undefined) return { ok: false, reason: 'no_certificate' }
+      if (!(mode === 'cn' ? USERNAME_PATTERN : SUBJECT_PATTERN).test(user)) return { ok: false, reason: 'invalid_username' }
+      return { ok: true, user }
+    }
+    if (mode === 'bound' && username !== undefined && username !== '') {
+      // Checked before any password work so a stolen certificate cannot be used to probe
+      // another account's password, and no code is burnt.
+      const cn = certCommonName(client)
+      if (cn === undefined) return { ok: false, reason: 'no_certificate' }
+      if (cn !== accountOf(username)) return { ok: false, reason: 'certificate_mismatch', user: USERNAME_PATTERN.test(cn) ? cn : undefined }
+    }
+    return await opts.authenticator.login({ username, password, clientId: client.id, remoteAddress: remoteOf(client) })
+  }
+
   const authenticate: AedesOptions['authenticate'] = (client, username, password, done) => {
     const connect = pending.get(client) ?? { expiryClamped: false }
     pending.delete(client)
-    login(opts.login, username, password).then((result) => {
+    if (opts.clientIdPrefixes.length > 0 && !opts.clientIdPrefixes.some((p) => client.id.startsWith(p))) {
+      loginFailed(client, 'clientid_rejected', undefined)
+      done(authError(RC_IDENTIFIER_REJECTED, 'client identifier not valid'), false)
+      return
+    }
+    identify(client, username, password).then(async (result) => {
       if (!result.ok) {
         loginFailed(client, result.reason, result.user)
         const code = result.reason === 'anonymous' ? RC_NOT_AUTHORIZED : RC_BAD_CREDENTIALS
@@ -92,12 +152,13 @@ export function createHooks (opts: HookOptions): { options: Partial<AedesOptions
         clientId: client.id,
         remoteAddress: remoteOf(client),
         certCN: certCommonName(client),
-        hasWill: connect.will !== undefined
+        hasWill: connect.will !== undefined,
+        ...(username === undefined ? {} : { mqttUsername: username })
       }
       // The will is checked now, not when it fires: a will that would be refused later is
       // refused with the CONNECT so the device learns of it while it can still fix it.
       if (connect.will !== undefined) {
-        const d = policy.decide(identity, 'publish', connect.will.topic)
+        const d = await decide(identity, 'publish', connect.will.topic)
         if (!d.allow) {
           denied(client, identity, 'will', connect.will.topic, d.reason)
           loginFailed(client, 'will_denied', result.user)
@@ -109,7 +170,7 @@ export function createHooks (opts: HookOptions): { options: Partial<AedesOptions
       if (connect.expiryClamped) (client as unknown as ClientInternals)._sessionExpiryClamped = true
       log.info({ event: 'login.ok', user: identity.user, clientId: client.id, remote: identity.remoteAddress, protocol: client.version, totpDelta: result.delta, certCN: identity.certCN }, 'login accepted')
       done(null, true)
-    }, (err: unknown) => {
+    }).catch((err: unknown) => {
       // Never allow on a fault: the backend could not answer, so the server is unavailable.
       loginFailed(client, 'backend_unavailable', undefined)
       if (!isBackendFault(err)) log.error({ event: 'login.error', err }, 'unexpected login error')
@@ -131,33 +192,43 @@ export function createHooks (opts: HookOptions): { options: Partial<AedesOptions
       done(new Error('not authorized'))
       return
     }
-    const d = policy.decide(identity, 'publish', packet.topic)
-    if (!d.allow) {
-      denied(client, identity, isWill ? 'will' : 'publish', packet.topic, d.reason)
-      done(new Error('not authorized'))
-      return
-    }
-    if (isWill) log.info({ event: 'will.published', user: identity.user, clientId: client.id, topic: packet.topic, source: 'client' }, 'client will published')
-    done(null)
+    decide(identity, 'publish', packet.topic).then((d) => {
+      if (!d.allow) {
+        denied(client, identity, isWill ? 'will' : 'publish', packet.topic, d.reason)
+        done(new Error('not authorized'))
+        return
+      }
+      if (isWill) log.info({ event: 'will.published', user: identity.user, clientId: client.id, topic: packet.topic, source: 'client' }, 'client will published')
+      done(null)
+    }, done)
   }
 
   const authorizeSubscribe: AedesOptions['authorizeSubscribe'] = (client, sub, done) => {
     const identity = identities.get(client)
-    const d = identity === undefined ? { allow: false as const, reason: 'not logged in' } : policy.decide(identity, 'subscribe', sub.topic)
-    if (!d.allow) {
-      denied(client, identity, 'subscribe', sub.topic, d.reason)
-      // A denial is a value: aedes answers SUBACK 0x87 (v5) / 0x80 (3.1.1). An error would
-      // drop the connection.
-      done(null, null)
-      return
-    }
-    done(null, sub)
+    const decision = identity === undefined ? Promise.resolve<Decision>({ allow: false, reason: 'not logged in' }) : decide(identity, 'subscribe', sub.topic)
+    decision.then((d) => {
+      if (!d.allow) {
+        denied(client, identity, 'subscribe', sub.topic, d.reason)
+        // A denial is a value: aedes answers SUBACK 0x87 (v5) / 0x80 (3.1.1). An error would
+        // drop the connection.
+        done(null, null)
+        return
+      }
+      done(null, sub)
+    }, (err: Error) => done(err, null))
   }
 
   const authorizeForward: AedesOptions['authorizeForward'] = (client, packet) => {
     const identity = identities.get(client)
     if (identity === undefined) return null
-    const d = policy.decide(identity, 'read', packet.topic)
+    let d: Decision
+    try {
+      const answer = policy.decide(identity, 'read', packet.topic)
+      // The forward hook is synchronous: a policy that cannot answer at once does not deliver.
+      d = answer instanceof Promise ? { allow: false, reason: 'read check must be synchronous' } : answer
+    } catch {
+      d = { allow: false, reason: 'acl backend unavailable' }
+    }
     if (!d.allow) {
       denied(client, identity, 'read', packet.topic, d.reason)
       return null

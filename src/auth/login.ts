@@ -2,19 +2,19 @@ import { BastionError } from '../errors.js'
 import type { PasswordPool } from '../crypto/password-pool.js'
 import { verifyCode } from '../crypto/totp.js'
 import type { UserStore } from '../stores/store.js'
-import { USERNAME_PATTERN, type LoginFailure } from '../types.js'
+import { USERNAME_PATTERN } from '../types.js'
+import type { Authenticator, LoginResult } from './authenticator.js'
 
 export interface LoginDeps {
   store: UserStore
   passwords: PasswordPool
-  totp: { window: number; replayProtection: boolean }
+  /**
+   * `required: false` (Mosquitto password files) makes the MQTT username the plain account
+   * name and skips the code; the file and MySQL stores always require it.
+   */
+  totp: { window: number; replayProtection: boolean; required: boolean }
   now?: () => number
 }
-
-export type LoginResult =
-  | { ok: true; user: string; delta: number }
-  /** `user` is the claimed name when it was well-formed (for the log); never the code. */
-  | { ok: false; reason: LoginFailure; user?: string }
 
 // bcrypt (cost 12) of random bytes nobody kept: an unknown user costs the same work as a known
 // one, so response timing does not tell which accounts exist.
@@ -36,18 +36,25 @@ export function parseUsername (raw: string): { user: string; code: string } | un
  */
 export async function login (deps: LoginDeps, username: string | undefined, password: Buffer | undefined): Promise<LoginResult> {
   if (username === undefined || username === '') return { ok: false, reason: 'anonymous' }
-  const parts = parseUsername(username)
-  if (parts === undefined || parts.user === '' || parts.code === '') return { ok: false, reason: 'malformed_username' }
-  const { user, code } = parts
+  let user = username
+  let code: string | undefined
+  if (deps.totp.required) {
+    const parts = parseUsername(username)
+    if (parts === undefined || parts.user === '' || parts.code === '') return { ok: false, reason: 'malformed_username' }
+    ;({ user, code } = parts)
+  }
   if (!USERNAME_PATTERN.test(user)) return { ok: false, reason: 'invalid_username' }
-  if (!/^\d{6}$/.test(code)) return { ok: false, reason: 'malformed_username', user }
+  if (code !== undefined && !/^\d{6}$/.test(code)) return { ok: false, reason: 'malformed_username', user }
   if (password === undefined || password.length === 0) return { ok: false, reason: 'missing_password', user }
 
   const record = await deps.store.find(user)
-  const passwordOk = await deps.passwords.verify(password.toString('utf8'), record?.passwordHash ?? DUMMY_HASH)
+  const passwordOk = await deps.passwords.verify(password.toString('utf8'), record?.passwordHash ?? deps.store.dummyHash ?? DUMMY_HASH)
   if (record === undefined) return { ok: false, reason: 'unknown_user', user }
   if (!passwordOk) return { ok: false, reason: 'bad_password', user }
   if (!record.enabled) return { ok: false, reason: 'disabled_user', user }
+  if (code === undefined) return { ok: true, user }
+  // TOTP is required but this account has no secret (a password file without a TOTP file).
+  if (record.totpSecret === undefined) return { ok: false, reason: 'totp_not_configured', user }
 
   const match = verifyCode(record.totpSecret, code, deps.totp.window, (deps.now ?? Date.now)())
   if (match === undefined) return { ok: false, reason: 'bad_otp', user }
@@ -59,4 +66,12 @@ export async function login (deps: LoginDeps, username: string | undefined, pass
 
 export function isBackendFault (err: unknown): boolean {
   return err instanceof BastionError && (err.code === 'BASTION_ERR_BACKEND_UNAVAILABLE' || err.code === 'BASTION_ERR_USER_STORE')
+}
+
+/** The store-backed login (file, MySQL, Mosquitto password file) behind the Authenticator seam. */
+export function createStoreAuthenticator (deps: LoginDeps): Authenticator {
+  return {
+    name: 'store',
+    login: async (req) => await login(deps, req.username, req.password)
+  }
 }

@@ -49,6 +49,9 @@ function openStore (configFile: string | undefined): { store: UserStore; config:
 
 /** The earliest step inside the accepted window that replay protection has not used up. */
 function usableCode (u: UserRecord, config: BastionConfig): string {
+  if (u.totpSecret === undefined || !config.auth.totp.required) {
+    throw new BastionError('BASTION_ERR_INVALID_INPUT', `${u.username} logs in without a TOTP code (auth.totp.required is off or the user has no secret)`)
+  }
   const now = stepAt()
   const window = config.auth.totp.window
   for (let step = now; step <= now + window; step++) {
@@ -126,6 +129,7 @@ export async function userCommand (argv: string[], out: (s: string) => void): Pr
       return
     }
     const name = checkName(expectPositionals(positionals, ['NAME'])[0] as string)
+    if (sub !== 'otp' && store.readOnly !== undefined) throw new BastionError('BASTION_ERR_INVALID_INPUT', store.readOnly)
     switch (sub) {
       case 'add': {
         if ((await store.find(name)) !== undefined) throw new BastionError('BASTION_ERR_USER_EXISTS', `user ${name} already exists`)

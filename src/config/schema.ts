@@ -14,7 +14,17 @@ export interface TlsListenerConfig {
   readonly ca?: string
   readonly minVersion: TlsVersion
   readonly requireClientCertificate: boolean
+  /**
+   * Who the client is, from its verified certificate: `none` (login decides), `cn` (the CN is
+   * the user, no password: Mosquitto's use_identity_as_username), `subject` (the full RFC 2253
+   * subject: use_subject_as_username), `bound` (a normal login whose user must equal the CN).
+   */
+  readonly certificateIdentity: CertificateIdentity
+  /** PEM certificate revocation list; a revoked client certificate fails the handshake. */
+  readonly crl?: string
 }
+
+export type CertificateIdentity = 'none' | 'cn' | 'subject' | 'bound'
 
 export interface TcpListenerConfig {
   readonly type: 'tcp'
@@ -57,19 +67,52 @@ export interface MysqlStoreConfig {
   readonly cacheTtl: number
 }
 
-export type StoreConfig = FileStoreConfig | MysqlStoreConfig
+/** A Mosquitto 2.x password_file (`user:$7$...` / `user:$6$...`), read-only here. */
+export interface MosquittoPasswdStoreConfig {
+  readonly type: 'mosquitto-passwd'
+  readonly path: string
+  /** Optional `user:BASE32` lines: TOTP secrets for users of the password file. */
+  readonly totpFile?: string
+}
+
+/** A remote auth service speaking mosquitto-go-auth's HTTP backend contract. */
+export interface HttpBackendConfig {
+  readonly type: 'http'
+  /** Base URL, http: or https:. */
+  readonly url: string
+  readonly userPath: string
+  readonly aclPath: string
+  readonly paramsMode: 'json' | 'form'
+  readonly responseMode: 'json' | 'status' | 'text'
+  /** Milliseconds one request may take; past it the backend counts as unavailable. */
+  readonly timeout: number
+  /** Seconds a positive answer is reused; 0 (default) asks every time. */
+  readonly cacheTtl: number
+  /** CA file for an https backend. */
+  readonly ca?: string
+}
+
+export type StoreConfig = FileStoreConfig | MysqlStoreConfig | MosquittoPasswdStoreConfig | HttpBackendConfig
+export type AclPolicyName = 'metrics' | 'mosquitto-acl' | 'http'
 
 export interface BastionConfig {
   readonly listeners: readonly ListenerConfig[]
   readonly auth: {
     readonly store: StoreConfig
-    readonly totp: { readonly window: number; readonly replayProtection: boolean }
+    /** `required`: the username is `user|code`; always true for the file and MySQL stores. */
+    readonly totp: { readonly window: number; readonly replayProtection: boolean; readonly required: boolean }
     /** Worker threads for bcrypt; 0 means one per CPU core, at most 4. */
     readonly workers: number
+    /** Client ids must start with one of these (Mosquitto's clientid_prefixes); empty: any. */
+    readonly clientIdPrefixes: readonly string[]
   }
   readonly acl: {
-    readonly policy: 'metrics'
+    readonly policy: AclPolicyName
     readonly metrics: { readonly prefix: string; readonly leaves: readonly string[] }
+    /** The Mosquitto acl_file, for policy mosquitto-acl. */
+    readonly file?: string
+    /** mosquitto-acl only: `$SYS` topics are reachable when the file grants them and this is true. */
+    readonly allowSys: boolean
   }
   readonly sessions: { readonly maxExpiry: number }
   readonly will: { readonly serverWill: boolean }
@@ -140,10 +183,17 @@ function listener (value: unknown, i: number, base: string): ListenerConfig {
     return Object.freeze({ type, host: host(raw, `${path}.host`, '127.0.0.1'), port: int(raw, 'port', `${path}.port`, 1883, 0, 65535) })
   }
   if (type !== undefined && type !== 'tls') fail(`${path}.type`, 'must be tls or tcp')
-  const raw = object(value, path, ['type', 'host', 'port', 'cert', 'key', 'ca', 'minVersion', 'requireClientCertificate'])
+  const raw = object(value, path, ['type', 'host', 'port', 'cert', 'key', 'ca', 'minVersion', 'requireClientCertificate', 'useIdentityAsUsername', 'useSubjectAsUsername', 'bindCertificate', 'crl'])
   const requireClientCertificate = bool(raw, 'requireClientCertificate', `${path}.requireClientCertificate`, false)
   const ca = raw.ca === undefined ? undefined : resolve(base, str(raw, 'ca', `${path}.ca`))
   if (requireClientCertificate && ca === undefined) fail(`${path}.ca`, 'is required when requireClientCertificate is true')
+  const modes = ([['useIdentityAsUsername', 'cn'], ['useSubjectAsUsername', 'subject'], ['bindCertificate', 'bound']] as const)
+    .filter(([k]) => bool(raw, k, `${path}.${k}`, false))
+  if (modes.length > 1) fail(path, `give at most one of useIdentityAsUsername, useSubjectAsUsername, bindCertificate (got ${modes.map(([k]) => k).join(', ')})`)
+  const mode = modes[0]
+  if (mode !== undefined && !requireClientCertificate) fail(`${path}.${mode[0]}`, 'needs requireClientCertificate: true')
+  const crl = raw.crl === undefined ? undefined : resolve(base, str(raw, 'crl', `${path}.crl`))
+  if (crl !== undefined && !requireClientCertificate) fail(`${path}.crl`, 'needs requireClientCertificate: true (only client certificates are checked against it)')
   return Object.freeze({
     type: 'tls',
     host: host(raw, `${path}.host`, '0.0.0.0'),
@@ -152,7 +202,9 @@ function listener (value: unknown, i: number, base: string): ListenerConfig {
     key: resolve(base, str(raw, 'key', `${path}.key`, 'certs/server.key')),
     ...(ca === undefined ? {} : { ca }),
     minVersion: oneOf<TlsVersion>(raw, 'minVersion', `${path}.minVersion`, 'TLSv1.2', ['TLSv1.2', 'TLSv1.3']),
-    requireClientCertificate
+    requireClientCertificate,
+    certificateIdentity: mode?.[1] ?? 'none',
+    ...(crl === undefined ? {} : { crl })
   })
 }
 
@@ -233,12 +285,74 @@ function mysqlStore (raw: Raw, base: string, env: NodeJS.ProcessEnv): MysqlStore
 
 const MYSQL_KEYS = ['type', 'url', 'host', 'port', 'user', 'password', 'passwordFile', 'passwordEnv', 'database', 'table', 'columns', 'tls', 'poolSize', 'connectTimeout', 'queryTimeout', 'cacheTtl']
 
+const HTTP_KEYS = ['type', 'url', 'userPath', 'aclPath', 'paramsMode', 'responseMode', 'timeout', 'cacheTtl', 'ca']
+
+function httpBackend (raw: Raw, base: string): HttpBackendConfig {
+  const p = 'auth.store'
+  const url = str(raw, 'url', `${p}.url`)
+  let u: URL
+  try {
+    u = new URL(url)
+  } catch {
+    fail(`${p}.url`, 'is not a URL (expected http://host:port or https://host:port)')
+  }
+  if (u.protocol !== 'http:' && u.protocol !== 'https:') fail(`${p}.url`, 'must start with http:// or https://')
+  if (u.username !== '' || u.password !== '') fail(`${p}.url`, 'must not carry credentials')
+  const path = (key: string, def: string): string => {
+    const v = str(raw, key, `${p}.${key}`, def)
+    if (!v.startsWith('/')) fail(`${p}.${key}`, 'must start with /')
+    return v
+  }
+  return Object.freeze({
+    type: 'http',
+    url: url.replace(/\/+$/, ''),
+    userPath: path('userPath', '/auth/user'),
+    aclPath: path('aclPath', '/auth/acl'),
+    paramsMode: oneOf(raw, 'paramsMode', `${p}.paramsMode`, 'json', ['json', 'form'] as const),
+    responseMode: oneOf(raw, 'responseMode', `${p}.responseMode`, 'json', ['json', 'status', 'text'] as const),
+    timeout: int(raw, 'timeout', `${p}.timeout`, 2000, 100, 60000),
+    cacheTtl: int(raw, 'cacheTtl', `${p}.cacheTtl`, 0, 0, 86400),
+    ...(raw.ca === undefined ? {} : { ca: resolve(base, str(raw, 'ca', `${p}.ca`)) })
+  })
+}
+
 function store (value: unknown, base: string, env: NodeJS.ProcessEnv): StoreConfig {
   const type = (value as Raw | null)?.type ?? 'file'
   if (type === 'mysql') return mysqlStore(object(value, 'auth.store', MYSQL_KEYS), base, env)
-  if (type !== 'file') fail('auth.store.type', 'must be file or mysql')
+  if (type === 'http') return httpBackend(object(value, 'auth.store', HTTP_KEYS), base)
+  if (type === 'mosquitto-passwd') {
+    const raw = object(value, 'auth.store', ['type', 'path', 'totpFile'])
+    return Object.freeze({
+      type,
+      path: resolve(base, str(raw, 'path', 'auth.store.path')),
+      ...(raw.totpFile === undefined ? {} : { totpFile: resolve(base, str(raw, 'totpFile', 'auth.store.totpFile')) })
+    })
+  }
+  if (type !== 'file') fail('auth.store.type', 'must be file, mysql, mosquitto-passwd or http')
   const raw = object(value, 'auth.store', ['type', 'path'])
   return Object.freeze({ type: 'file', path: resolve(base, str(raw, 'path', 'auth.store.path', 'data/users.json')) })
+}
+
+/**
+ * Whether logins carry a TOTP code. The file and MySQL stores are two-factor by design; a
+ * Mosquitto password file is password-only unless a TOTP file gives secrets and this is on;
+ * an HTTP backend checks whatever it checks itself.
+ */
+function totpRequired (totp: Raw, s: StoreConfig): boolean {
+  const given = totp.required
+  if (given !== undefined && typeof given !== 'boolean') fail('auth.totp.required', 'must be true or false')
+  switch (s.type) {
+    case 'file':
+    case 'mysql':
+      if (given === false) fail('auth.totp.required', `the ${s.type} store always requires a TOTP code (use mosquitto-passwd for password-only users)`)
+      return true
+    case 'mosquitto-passwd':
+      if (given === true && s.totpFile === undefined) fail('auth.totp.required', 'needs auth.store.totpFile (the users\' TOTP secrets) with the mosquitto-passwd store')
+      return given ?? false
+    case 'http':
+      if (given !== undefined) fail('auth.totp.required', 'does not apply to the http store: the backend checks the whole username and password')
+      return false
+  }
 }
 
 /**
@@ -254,9 +368,21 @@ export function parseConfig (doc: unknown, base: string, opts: { devCertificates
   const listeners = rawListeners.map((l, i) => listener(l, i, base))
   if (!listeners.some((l) => l.type === 'tls')) fail('listeners', 'needs at least one tls listener')
 
-  const auth = object(root.auth, 'auth', ['store', 'totp', 'workers'])
-  const totp = object(auth.totp, 'auth.totp', ['window', 'replayProtection'])
-  const acl = object(root.acl, 'acl', ['policy', 'metrics'])
+  const auth = object(root.auth, 'auth', ['store', 'totp', 'workers', 'clientIdPrefixes'])
+  const totp = object(auth.totp, 'auth.totp', ['window', 'replayProtection', 'required'])
+  const userStore = store(auth.store, base, opts.env ?? {})
+  const required = totpRequired(totp, userStore)
+  const prefixes = auth.clientIdPrefixes ?? []
+  if (!Array.isArray(prefixes)) fail('auth.clientIdPrefixes', 'must be a list of strings')
+  for (const [i, pre] of prefixes.entries()) {
+    if (typeof pre !== 'string' || pre.length === 0) fail(`auth.clientIdPrefixes[${i}]`, 'must be a non-empty string')
+  }
+  const acl = object(root.acl, 'acl', ['policy', 'metrics', 'file', 'allowSys'])
+  const policy = oneOf(acl, 'policy', 'acl.policy', 'metrics', ['metrics', 'mosquitto-acl', 'http'] as const)
+  if (policy === 'mosquitto-acl' && acl.file === undefined) fail('acl.file', 'is required with policy mosquitto-acl')
+  if (policy !== 'mosquitto-acl' && acl.file !== undefined) fail('acl.file', 'is only used with policy mosquitto-acl')
+  if (policy !== 'mosquitto-acl' && acl.allowSys !== undefined) fail('acl.allowSys', 'is only used with policy mosquitto-acl')
+  if (policy === 'http' && userStore.type !== 'http') fail('acl.policy', 'http needs auth.store.type http (the backend it asks)')
   const metrics = object(acl.metrics, 'acl.metrics', ['prefix', 'leaves'])
   const prefix = str(metrics, 'prefix', 'acl.metrics.prefix', 'metrics')
   if (!TOPIC_LEVEL.test(prefix)) fail('acl.metrics.prefix', 'must be one topic level without / + # $')
@@ -272,16 +398,20 @@ export function parseConfig (doc: unknown, base: string, opts: { devCertificates
   return Object.freeze({
     listeners: Object.freeze(listeners),
     auth: Object.freeze({
-      store: store(auth.store, base, opts.env ?? {}),
+      store: userStore,
       totp: Object.freeze({
         window: int(totp, 'window', 'auth.totp.window', 1, 0, 10),
-        replayProtection: bool(totp, 'replayProtection', 'auth.totp.replayProtection', true)
+        replayProtection: bool(totp, 'replayProtection', 'auth.totp.replayProtection', true),
+        required
       }),
-      workers: int(auth, 'workers', 'auth.workers', 0, 0, 64)
+      workers: int(auth, 'workers', 'auth.workers', 0, 0, 64),
+      clientIdPrefixes: Object.freeze([...prefixes as string[]])
     }),
     acl: Object.freeze({
-      policy: oneOf(acl, 'policy', 'acl.policy', 'metrics', ['metrics'] as const),
-      metrics: Object.freeze({ prefix, leaves: Object.freeze([...leaves as string[]]) })
+      policy,
+      metrics: Object.freeze({ prefix, leaves: Object.freeze([...leaves as string[]]) }),
+      ...(acl.file === undefined ? {} : { file: resolve(base, str(acl, 'file', 'acl.file')) }),
+      allowSys: bool(acl, 'allowSys', 'acl.allowSys', false)
     }),
     sessions: Object.freeze({ maxExpiry: int(sessions, 'maxExpiry', 'sessions.maxExpiry', 0, 0, 0xFFFFFFFF) }),
     will: Object.freeze({ serverWill: bool(will, 'serverWill', 'will.serverWill', true) }),

@@ -2,7 +2,8 @@
 export interface UserRecord {
   readonly username: string
   readonly passwordHash: string
-  readonly totpSecret: string
+  /** Absent where the store has none (a Mosquitto password_file without a TOTP file). */
+  readonly totpSecret?: string
   readonly enabled: boolean
   readonly createdAt: string
   /** The last TOTP step accepted for this user, where the store keeps it (replay protection). */
@@ -17,6 +18,15 @@ export type UserPatch = Partial<Pick<UserRecord, 'passwordHash' | 'totpSecret' |
  * fault, never a "no such user", and login turns it into "server unavailable".
  */
 export interface UserStore {
+  /** Set when the store cannot be changed from here (why, and what to use instead). */
+  readonly readOnly?: string
+  /**
+   * A hash of the same kind and cost as the store's own, checked for unknown users so that
+   * timing does not tell which accounts exist. Defaults to a bcrypt cost-12 hash.
+   */
+  readonly dummyHash?: string
+  /** Re-reads the store's files (SIGHUP); on a bad file it throws and keeps what it had. */
+  reload? (): Promise<void>
   find (username: string): Promise<UserRecord | undefined>
   /**
    * Records that a TOTP step was used by this user; true only if no step >= `step` was

@@ -18,7 +18,7 @@ const passwords: PasswordPool = { verify: async (p, h) => { hashes.push(h); retu
 const store = createFileStore(join(mkdtempSync(join(tmpdir(), 'bastion-login-')), 'users.json'))
 const secret = newSecret()
 await store.add({ username: 'alice', passwordHash: bcrypt.hashSync('pass-word-1', 4), totpSecret: secret, enabled: true, createdAt: '' })
-const deps = { store, passwords, totp: { window: 1, replayProtection: true } }
+const deps = { store, passwords, totp: { window: 1, replayProtection: true, required: true } }
 const pw = Buffer.from('pass-word-1')
 
 t.test('the code is what follows the last |', async (t) => {
@@ -47,12 +47,12 @@ t.test('a code at the edge of the window is accepted and reports its drift', asy
 })
 
 t.test('with window 0 only the current step is accepted', async (t) => {
-  const r = await login({ ...deps, totp: { window: 0, replayProtection: false } }, `alice|${currentCode(secret, Date.now() - 30_000)}`, pw)
+  const r = await login({ ...deps, totp: { window: 0, replayProtection: false, required: true } }, `alice|${currentCode(secret, Date.now() - 30_000)}`, pw)
   t.match(r, { ok: false, reason: 'bad_otp' })
 })
 
 t.test('with replay protection off a code can be used again', async (t) => {
-  const d = { ...deps, totp: { window: 1, replayProtection: false } }
+  const d = { ...deps, totp: { window: 1, replayProtection: false, required: true } }
   const u = `alice|${currentCode(secret)}`
   t.match(await login(d, u, pw), { ok: true })
   t.match(await login(d, u, pw), { ok: true })

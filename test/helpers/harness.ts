@@ -56,7 +56,7 @@ export async function startHarness (extra: Record<string, unknown> = {}): Promis
   const logger = pino({ level: 'debug', redact: { paths: REDACT_PATHS, censor: '[redacted]' } }, capture(logs))
   const secrets = new Map<string, string>()
   // Users are written the way the CLI writes them, into whichever store the config names.
-  const store = createStore(config, pino({ level: 'silent' }))
+  const store = config.auth.store.type === 'http' ? undefined : createStore(config, pino({ level: 'silent' }))
   const bastion = await createBastion(config, { logger })
   const port = bastion.listeners[0]?.port as number
   const ca = readFileSync(join(dir, 'certs', 'ca.crt'))
@@ -71,6 +71,7 @@ export async function startHarness (extra: Record<string, unknown> = {}): Promis
     async addUser (name, opts = {}) {
       const secret = newSecret()
       secrets.set(name, secret)
+      if (store === undefined) throw new Error('addUser: this harness has no local user store')
       await store.add({ username: name, passwordHash: opts.hash ?? bcrypt.hashSync(PASSWORD, 4), totpSecret: secret, enabled: opts.enabled ?? true, createdAt: new Date().toISOString() })
       return secret
     },
@@ -98,7 +99,7 @@ export async function startHarness (extra: Record<string, unknown> = {}): Promis
     async close () {
       await Promise.all(clients.map(async (c) => await c.endAsync(true).catch(() => {})))
       await bastion.close()
-      await store.close()
+      await store?.close()
       rmSync(dir, { recursive: true, force: true })
     }
   }
