@@ -1,9 +1,13 @@
 import { Worker } from 'node:worker_threads'
 import { availableParallelism } from 'node:os'
+import { isMosquittoHash, verifyMosquittoHash } from './mosquitto-hash.js'
 import type { PasswordAnswer, PasswordJob } from './password-worker.js'
 
 export interface PasswordPool {
-  /** True when `password` matches the bcrypt `hash`; false for a mismatch or a malformed hash. */
+  /**
+   * True when `password` matches `hash`: bcrypt (`$2a$`/`$2b$`/`$2y$`, in a worker) or a
+   * Mosquitto password_file hash (`$6$`/`$7$`); false for a mismatch or a malformed hash.
+   */
   verify (password: string, hash: string): Promise<boolean>
   hash (password: string, cost?: number): Promise<string>
   /** Resolves once every worker has loaded; rejects if one cannot start (e.g. missing file). */
@@ -70,6 +74,8 @@ export function createPasswordPool (size = 0): PasswordPool {
 
   return {
     async verify (password, hash) {
+      // PBKDF2 runs on libuv's thread pool and one SHA-512 is cheap: neither needs a worker.
+      if (isMosquittoHash(hash)) return await verifyMosquittoHash(password, hash)
       const a = await run({ op: 'verify', password, hash })
       return a.ok === true
     },
