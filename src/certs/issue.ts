@@ -116,6 +116,19 @@ export async function issueClientCertificate (opts: ClientCertOptions): Promise<
   const cert = join(outDir, `${opts.name}.crt`)
   const key = join(outDir, `${opts.name}.key`)
 
+  const { ca, caKey, caCertPath, caKeyPath } = await loadCa(dir)
+  await mkdir(outDir, { recursive: true, mode: 0o700 }).catch((err: unknown) => fail(`cannot create ${outDir}`, err))
+  if (!force) { await refuseExisting(cert); await refuseExisting(key) }
+  const client = await issueLeaf(ca, caKey, opts.name, days, x509.ExtendedKeyUsage.clientAuth, [])
+  // a ca.key that does not belong to ca.crt would yield certificates nobody can verify
+  if (!await client.cert.verify({ publicKey: ca, signatureOnly: true })) fail(`${caKeyPath} does not belong to ${caCertPath}`)
+  await writeSecret(key, await keyPem(client.privateKey), force)
+  await writePublic(cert, client.cert.toString('pem'), force)
+  return { cert, key }
+}
+
+/** Reads DIR/ca.crt and DIR/ca.key (the CA that signs client certificates and the CRL). */
+export async function loadCa (dir: string): Promise<{ ca: x509.X509Certificate; caKey: CryptoKey; caCertPath: string; caKeyPath: string }> {
   const caCertPath = join(dir, 'ca.crt')
   const caKeyPath = join(dir, 'ca.key')
   const caPem = await readCaFile(caCertPath)
@@ -134,15 +147,7 @@ export async function issueClientCertificate (opts: ClientCertOptions): Promise<
     return fail(`${caKeyPath} is not a PKCS#8 ECDSA P-256 private key`, err)
   }
   if (ca.notAfter.getTime() <= Date.now()) fail(`the CA in ${caCertPath} expired on ${ca.notAfter.toISOString()}`)
-
-  await mkdir(outDir, { recursive: true, mode: 0o700 }).catch((err: unknown) => fail(`cannot create ${outDir}`, err))
-  if (!force) { await refuseExisting(cert); await refuseExisting(key) }
-  const client = await issueLeaf(ca, caKey, opts.name, days, x509.ExtendedKeyUsage.clientAuth, [])
-  // a ca.key that does not belong to ca.crt would yield certificates nobody can verify
-  if (!await client.cert.verify({ publicKey: ca, signatureOnly: true })) fail(`${caKeyPath} does not belong to ${caCertPath}`)
-  await writeSecret(key, await keyPem(client.privateKey), force)
-  await writePublic(cert, client.cert.toString('pem'), force)
-  return { cert, key }
+  return { ca, caKey, caCertPath, caKeyPath }
 }
 
 export function certificateExpiry (pemPath: string): Date {
@@ -227,7 +232,7 @@ async function readCaFile (file: string): Promise<string> {
 }
 
 const writeSecret = async (file: string, data: string, force: boolean): Promise<void> => await writeMode(file, data, 0o600, force)
-const writePublic = async (file: string, data: string, force: boolean): Promise<void> => await writeMode(file, data, 0o644, force)
+export const writePublic = async (file: string, data: string, force: boolean): Promise<void> => await writeMode(file, data, 0o644, force)
 
 async function writeMode (file: string, data: string, mode: number, force: boolean): Promise<void> {
   try {
@@ -246,7 +251,7 @@ async function writeMode (file: string, data: string, mode: number, force: boole
   }
 }
 
-function fail (message: string, cause?: unknown): never {
+export function fail (message: string, cause?: unknown): never {
   const detail = cause === undefined ? '' : `: ${(cause as NodeJS.ErrnoException).code ?? (cause as Error).message ?? String(cause)}`
   throw new BastionError('BASTION_ERR_CERTS', message + detail, cause === undefined ? undefined : { cause })
 }

@@ -1,10 +1,12 @@
 import { resolve } from 'node:path'
 import { initCertificates, issueClientCertificate, parseSans } from '../certs/issue.js'
+import { revokeCertificate } from '../certs/revoke.js'
 import { expectPositionals, intFlag, parse, stringFlag, UsageError } from './args.js'
 
 export const CERTS_HELP = `Usage:
   mqtt-bastion certs init --out DIR [--san DNS:a,IP:b,...] [--cn NAME] [--days N] [--force]
   mqtt-bastion certs client NAME --out DIR [--days N] [--force]
+  mqtt-bastion certs revoke NAME --out DIR
 
 certs init     Creates a private CA and a server certificate signed by it, in DIR:
                ca.crt, ca.key, server.crt, server.key (keys are mode 0600).
@@ -18,6 +20,11 @@ certs init     Creates a private CA and a server certificate signed by it, in DI
 
 certs client   Issues NAME.crt and NAME.key in DIR, signed by DIR/ca.crt and DIR/ca.key,
                with CN=NAME, for listeners with requireClientCertificate: true.
+
+certs revoke   Adds DIR/NAME.crt to DIR/crl.pem, the CA's certificate revocation list
+               (created when missing, signed with DIR/ca.key). A listener with
+               crl: DIR/crl.pem refuses revoked certificates in the TLS handshake; a
+               running broker reads the new list on SIGHUP.
 `
 
 export async function certsCommand (argv: string[], out: (s: string) => void): Promise<void> {
@@ -53,5 +60,15 @@ export async function certsCommand (argv: string[], out: (s: string) => void): P
     out(`wrote ${r.cert}\nwrote ${r.key}\n`)
     return
   }
-  throw new UsageError(`unknown certs command: ${sub} (expected init or client)`)
+  if (sub === 'revoke') {
+    const { values, positionals } = parse(rest, { out: { type: 'string' } })
+    if (values.help === true) { out(CERTS_HELP); return }
+    const [name] = expectPositionals(positionals, ['NAME'])
+    const dir = stringFlag(values, 'out')
+    if (dir === undefined) throw new UsageError('certs revoke needs --out DIR (the folder holding ca.crt, ca.key and NAME.crt)')
+    const r = await revokeCertificate({ name: name as string, dir: resolve(dir) })
+    out(`${r.alreadyRevoked ? 'already revoked' : 'revoked'} ${name} (serial ${r.serial}); wrote ${r.crl} (${r.revoked} revoked in all)\n`)
+    return
+  }
+  throw new UsageError(`unknown certs command: ${sub} (expected init, client or revoke)`)
 }

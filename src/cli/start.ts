@@ -10,6 +10,8 @@ Without a config file (neither --config nor env BASTION_CONFIG): TLS on 0.0.0.0:
 certs/server.crt and certs/server.key (a development CA and server certificate are generated
 there when missing), users in data/users.json.
 SIGINT/SIGTERM stop it cleanly (MQTT 5 clients get DISCONNECT 0x8B).
+SIGHUP re-reads TLS certificates and CRLs, the user store and ACL files without dropping
+connected clients; a file that no longer loads is refused in the log and the old one stays.
 `
 
 // Bound on a clean stop; past it the process exits anyway so supervisors are not left waiting.
@@ -46,6 +48,11 @@ export async function startCommand (argv: string[], out: (s: string) => void): P
       process.exit(1)
     })
   }
+  // SIGHUP re-reads certificates, the CRL, the user store and ACL files (Mosquitto does the same).
+  process.on('SIGHUP', () => {
+    log.info({ event: 'broker.reloading', signal: 'SIGHUP' }, 'reloading')
+    void bastion.reload()
+  })
   process.on('SIGINT', () => stop('SIGINT'))
   process.on('SIGTERM', () => stop('SIGTERM'))
 }

@@ -7,6 +7,8 @@ export interface Listener {
   /** The address actually bound (port 0 in config becomes the real port here). */
   readonly host: string
   readonly port: number
+  /** Re-reads certificate, key, CA and CRL files (TLS only); throws and keeps the old ones when they are unusable. */
+  reload? (): Promise<void>
   close (): Promise<void>
 }
 

@@ -1,5 +1,5 @@
 import { readFileSync } from 'node:fs'
-import { createServer, type TLSSocket } from 'node:tls'
+import { createSecureContext, createServer, type SecureContextOptions, type TLSSocket } from 'node:tls'
 import type { TlsListenerConfig } from '../config/schema.js'
 import { BastionError } from '../errors.js'
 import type { Logger } from '../log.js'
@@ -17,21 +17,55 @@ function read (path: string, what: string): Buffer {
  * The device-facing listener. With requireClientCertificate the TLS handshake itself fails for
  * a client without a certificate from the configured CA, so no MQTT byte is ever parsed for it.
  */
-export async function startTlsListener (cfg: TlsListenerConfig, handle: ConnectionHandler, log: Logger): Promise<Listener> {
-  const server = createServer({
+/** Files of the secure context, read afresh at start and on every reload. */
+function contextOptions (cfg: TlsListenerConfig): SecureContextOptions {
+  const options: SecureContextOptions = {
     cert: read(cfg.cert, 'certificate'),
     key: read(cfg.key, 'private key'),
     ...(cfg.ca === undefined ? {} : { ca: read(cfg.ca, 'CA certificate') }),
+    // Node turns on OpenSSL's CRL checks when a CRL is given: a revoked client certificate
+    // fails the handshake.
+    ...(cfg.crl === undefined ? {} : { crl: read(cfg.crl, 'certificate revocation list') }),
     // TLS 1.0 and 1.1 are never offered: RFC 8996 deprecates them.
-    minVersion: cfg.minVersion,
+    minVersion: cfg.minVersion
+  }
+  try {
+    // Build once here so a key that does not match its certificate, or a CRL that is not one,
+    // fails with a message naming the files instead of inside the server.
+    createSecureContext(options)
+  } catch (err) {
+    throw new BastionError('BASTION_ERR_CERTS', `TLS files of listener ${cfg.host}:${cfg.port} are unusable (${cfg.cert}, ${cfg.key}${cfg.crl === undefined ? '' : ', ' + cfg.crl}): ${(err as Error).message}`)
+  }
+  return options
+}
+
+export async function startTlsListener (cfg: TlsListenerConfig, handle: ConnectionHandler, log: Logger): Promise<Listener> {
+  const server = createServer({
+    ...contextOptions(cfg),
     requestCert: cfg.requireClientCertificate,
-    rejectUnauthorized: cfg.requireClientCertificate
-  }, (socket: TLSSocket) => { handle(socket) })
+    // Verified here rather than by Node's rejectUnauthorized, which drops the socket without
+    // saying why: the operator needs to see "CERT_REVOKED" or "UNABLE_TO_VERIFY_LEAF_SIGNATURE".
+    rejectUnauthorized: false
+  }, (socket: TLSSocket) => {
+    if (cfg.requireClientCertificate && !socket.authorized) {
+      log.info({ event: 'tls.handshake_failed', remote: socket.remoteAddress, reason: String(socket.authorizationError ?? 'NO_CERTIFICATE') }, 'client certificate refused')
+      socket.destroy()
+      return
+    }
+    handle(socket)
+  })
 
   server.on('tlsClientError', (err: NodeJS.ErrnoException, socket: TLSSocket) => {
     log.info({ event: 'tls.handshake_failed', remote: socket.remoteAddress, reason: err.code ?? err.message }, 'TLS handshake failed')
   })
-  const listener = await bind(server, 'tls', cfg.host, cfg.port)
+  const listener: Listener = {
+    ...await bind(server, 'tls', cfg.host, cfg.port),
+    async reload () {
+      // New handshakes use the new files; established connections keep theirs. A broken file
+      // throws here and the old context keeps serving.
+      server.setSecureContext(contextOptions(cfg))
+    }
+  }
   log.info({ event: 'listener.started', type: 'tls', host: cfg.host, port: listener.port, minVersion: cfg.minVersion, requireClientCertificate: cfg.requireClientCertificate }, 'TLS listener started')
   return listener
 }

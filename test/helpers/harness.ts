@@ -42,9 +42,11 @@ function capture (logs: Array<Record<string, any>>): Writable {
   })
 }
 
-export async function startHarness (extra: Record<string, unknown> = {}): Promise<Harness> {
+/** `prepare` runs in the test folder after the CA and server certificate exist, before the broker starts. */
+export async function startHarness (extra: Record<string, unknown> = {}, opts: { prepare?: (dir: string) => Promise<void> } = {}): Promise<Harness> {
   const dir = mkdtempSync(join(tmpdir(), 'bastion-test-'))
   await initCertificates({ outDir: join(dir, 'certs') })
+  await opts.prepare?.(dir)
   const { listeners, auth, ...rest } = extra as { listeners?: unknown[]; auth?: Record<string, unknown> }
   const config = parseConfig({
     listeners: listeners ?? [{ type: 'tls', host: '127.0.0.1', port: 0, cert: 'certs/server.crt', key: 'certs/server.key', ca: 'certs/ca.crt' }],
