@@ -5,8 +5,11 @@ import { Aedes } from 'aedes'
 import type { Socket } from 'node:net'
 import { createHooks } from './auth/hooks.js'
 import type { Authenticator } from './auth/authenticator.js'
+import { createHttpAuthenticator } from './auth/http-backend.js'
 import { createStoreAuthenticator } from './auth/login.js'
+import { createHttpAclPolicy } from './acl/http.js'
 import { createMetricsPolicy } from './acl/metrics.js'
+import { createMosquittoAclPolicy } from './acl/mosquitto-acl.js'
 import type { AclPolicy } from './acl/policy.js'
 import { certificateExpiry, initCertificates } from './certs/issue.js'
 import type { BastionConfig, CertificateIdentity, ListenerConfig, TlsListenerConfig } from './config/schema.js'
@@ -17,6 +20,7 @@ import { startTcpListener } from './listeners/tcp.js'
 import { startTlsListener } from './listeners/tls.js'
 import type { Listener } from './listeners/listener.js'
 import { assertPrivate, createFileStore } from './stores/file.js'
+import { createMosquittoPasswdStore } from './stores/mosquitto-passwd.js'
 import { createMysqlStore } from './stores/mysql.js'
 import type { UserStore } from './stores/store.js'
 
@@ -46,7 +50,7 @@ export function createStore (config: BastionConfig, log: Logger): UserStore {
   const s = config.auth.store
   switch (s.type) {
     case 'mysql': return createMysqlStore(s, log.child({ module: 'store' }))
-    case 'mosquitto-passwd': throw new BastionError('BASTION_ERR_CONFIG', 'auth.store mosquitto-passwd: not built yet')
+    case 'mosquitto-passwd': return createMosquittoPasswdStore({ path: s.path, ...(s.totpFile === undefined ? {} : { totpFile: s.totpFile }) })
     case 'file': return createFileStore(s.path)
     case 'http':
       throw new BastionError('BASTION_ERR_INVALID_INPUT', 'auth.store is http: users live in the HTTP backend, not here')
@@ -55,8 +59,11 @@ export function createStore (config: BastionConfig, log: Logger): UserStore {
 
 const POLICIES: Record<BastionConfig['acl']['policy'], (c: BastionConfig, log: Logger) => AclPolicy> = {
   metrics: (c) => createMetricsPolicy(c.acl.metrics),
-  'mosquitto-acl': () => { throw new BastionError('BASTION_ERR_CONFIG', 'acl.policy mosquitto-acl: not built yet') },
-  http: () => { throw new BastionError('BASTION_ERR_CONFIG', 'acl.policy http: not built yet') }
+  'mosquitto-acl': (c) => createMosquittoAclPolicy({ file: c.acl.file as string, allowSys: c.acl.allowSys }),
+  http: (c, log) => {
+    if (c.auth.store.type !== 'http') throw new BastionError('BASTION_ERR_CONFIG', 'config acl.policy: http needs auth.store.type http')
+    return createHttpAclPolicy(c.auth.store, log.child({ module: 'acl' }))
+  }
 }
 
 async function prepareCertificates (l: TlsListenerConfig, dev: boolean, log: Logger): Promise<void> {
@@ -108,7 +115,7 @@ export async function createBastion (config: BastionConfig, opts: BastionOptions
     throw err
   }
   const authenticator: Authenticator = s.type === 'http'
-    ? (() => { throw new BastionError('BASTION_ERR_CONFIG', 'auth.store http: not built yet') })()
+    ? createHttpAuthenticator(s, log.child({ module: 'auth' }))
     : createStoreAuthenticator({ store: store as UserStore, passwords, totp: config.auth.totp })
   const prefix = config.acl.metrics.prefix
   // Which listener each socket came in on, for the certificate identity mode of that listener.
@@ -167,7 +174,8 @@ export async function createBastion (config: BastionConfig, opts: BastionOptions
     async reload () {
       const parts: Array<[string, (() => Promise<void>) | undefined]> = [
         ['user store', store?.reload?.bind(store)],
-        ['acl policy', policy.reload?.bind(policy)]
+        ['acl policy', policy.reload?.bind(policy)],
+        ...listeners.map((l): [string, (() => Promise<void>) | undefined] => [`${l.type} listener ${l.host}:${l.port} certificates`, l.reload?.bind(l)])
       ]
       for (const [what, reload] of parts) {
         if (reload === undefined) continue
