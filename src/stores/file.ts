@@ -2,25 +2,11 @@ import { open, readFile, rename, stat, mkdir, unlink } from 'node:fs/promises'
 import { dirname, basename, join } from 'node:path'
 import { randomBytes } from 'node:crypto'
 import { BastionError } from '../errors.js'
+import { assertPrivate } from './permissions.js'
 import type { UserPatch, UserRecord, UserStore } from './store.js'
 
 type StoredUser = UserRecord
 interface FileShape { version: 1; users: StoredUser[] }
-
-/** Throws when the file can be read by group or others: it holds every user's TOTP secret. */
-export async function assertPrivate (path: string, what: string): Promise<void> {
-  let mode: number
-  try {
-    mode = (await stat(path)).mode
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return
-    throw err
-  }
-  if ((mode & 0o077) !== 0) {
-    throw new BastionError('BASTION_ERR_FILE_PERMISSIONS',
-      `${what} ${path} is readable by group or others (mode ${(mode & 0o777).toString(8)}); fix it with: chmod 600 ${path}`)
-  }
-}
 
 /**
  * The embedded store: one JSON file, rewritten whole and atomically (temp file, fsync, rename)

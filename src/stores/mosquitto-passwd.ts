@@ -4,7 +4,7 @@ import { BastionError } from '../errors.js'
 import { USERNAME_PATTERN } from '../types.js'
 import { MOSQUITTO_DUMMY_HASH, isMosquittoHash, mosquittoDummyHashLike } from '../crypto/mosquitto-hash.js'
 import { isValidSecret } from '../crypto/totp.js'
-import { assertPrivate } from './file.js'
+import { assertPrivate, assertPrivateSync } from './permissions.js'
 import type { UserRecord, UserStore } from './store.js'
 
 export interface MosquittoPasswdOptions {
@@ -107,15 +107,6 @@ function dummyFor (hashes: Iterable<string>): string {
 function readError (what: string, path: string, err: unknown): BastionError {
   if (err instanceof BastionError) return err
   return new BastionError('BASTION_ERR_CONFIG', `${what} ${path} cannot be read: ${(err as Error).message}`, { cause: err })
-}
-
-// The start-up twin of assertPrivate (which is async): same rule, same message.
-function assertPrivateSync (path: string, what: string): void {
-  const mode = statSync(path).mode
-  if ((mode & 0o077) !== 0) {
-    throw new BastionError('BASTION_ERR_FILE_PERMISSIONS',
-      `${what} ${path} is readable by group or others (mode ${(mode & 0o777).toString(8)}); fix it with: chmod 600 ${path}`)
-  }
 }
 
 function readSync (path: string, what: string): Text {

@@ -2,7 +2,8 @@ import t from 'tap'
 import { chmodSync, mkdtempSync, readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { assertPrivate, createFileStore } from '../../src/stores/file.js'
+import { createFileStore } from '../../src/stores/file.js'
+import { assertPrivate } from '../../src/stores/permissions.js'
 
 const record = (username: string) => ({ username, passwordHash: '$2b$04$x', totpSecret: 'A'.repeat(32), enabled: true, createdAt: '2026-01-01T00:00:00.000Z' })
 
