@@ -9,7 +9,9 @@ t.test('defaults: TLS on 0.0.0.0:8883, TLS 1.2, file store, metrics policy, ephe
   const c = parseConfig({}, '/srv')
   t.match(c.listeners[0], { type: 'tls', host: '0.0.0.0', port: 8883, cert: '/srv/certs/server.crt', key: '/srv/certs/server.key', minVersion: 'TLSv1.2', requireClientCertificate: false })
   t.equal(c.auth.store.path, '/srv/data/users.json')
-  t.same(c.auth.totp, { window: 1, replayProtection: true })
+  t.same(c.auth.totp, { window: 1, replayProtection: true, required: true })
+  t.same(c.auth.clientIdPrefixes, [])
+  t.match(c.listeners[0], { certificateIdentity: 'none' })
   t.same(c.acl.metrics.leaves, ['Temperatura', 'Humedad', 'Estado'])
   t.equal(c.sessions.maxExpiry, 0)
   t.equal(c.will.serverWill, true)
@@ -31,7 +33,26 @@ t.test('bad keys and values are refused with a message naming the key', async (t
     [{ listeners: [{ type: 'tls', requireClientCertificate: true }] }, /listeners\[0\]\.ca: is required/],
     [{ listeners: [{ type: 'tcp' }] }, /needs at least one tls listener/],
     [{ listeners: [{ type: 'udp' }] }, /listeners\[0\]\.type/],
-    [{ acl: { policy: 'open' } }, /acl\.policy: must be one of metrics/],
+    [{ acl: { policy: 'open' } }, /acl\.policy: must be one of metrics, mosquitto-acl, http/],
+    [{ acl: { policy: 'mosquitto-acl' } }, /acl\.file: is required with policy mosquitto-acl/],
+    [{ acl: { file: 'acl' } }, /acl\.file: is only used with policy mosquitto-acl/],
+    [{ acl: { allowSys: true } }, /acl\.allowSys: is only used with policy mosquitto-acl/],
+    [{ acl: { policy: 'http' } }, /acl\.policy: http needs auth\.store\.type http/],
+    [{ auth: { totp: { required: false } } }, /auth\.totp\.required: the file store always requires a TOTP code/],
+    [{ auth: { store: { type: 'mosquitto-passwd', path: 'p' }, totp: { required: true } } }, /auth\.totp\.required: needs auth\.store\.totpFile/],
+    [{ auth: { store: { type: 'mosquitto-passwd' } } }, /auth\.store\.path: must be a non-empty string/],
+    [{ auth: { store: { type: 'ldap' } } }, /auth\.store\.type: must be file, mysql, mosquitto-passwd or http/],
+    [{ auth: { store: { type: 'http' } } }, /auth\.store\.url: must be a non-empty string/],
+    [{ auth: { store: { type: 'http', url: 'ftp://x' } } }, /auth\.store\.url: must start with http/],
+    [{ auth: { store: { type: 'http', url: 'http://u:p@x' } } }, /auth\.store\.url: must not carry credentials/],
+    [{ auth: { store: { type: 'http', url: 'http://x', userPath: 'auth' } } }, /auth\.store\.userPath: must start with \//],
+    [{ auth: { store: { type: 'http', url: 'http://x', paramsMode: 'xml' } } }, /auth\.store\.paramsMode: must be one of json, form/],
+    [{ auth: { store: { type: 'http', url: 'http://x' }, totp: { required: true } } }, /auth\.totp\.required: does not apply to the http store/],
+    [{ auth: { clientIdPrefixes: 'iot-' } }, /auth\.clientIdPrefixes: must be a list/],
+    [{ auth: { clientIdPrefixes: [''] } }, /auth\.clientIdPrefixes\[0\]: must be a non-empty string/],
+    [{ listeners: [{ type: 'tls', useIdentityAsUsername: true }] }, /listeners\[0\]\.useIdentityAsUsername: needs requireClientCertificate: true/],
+    [{ listeners: [{ type: 'tls', ca: 'ca', requireClientCertificate: true, useIdentityAsUsername: true, bindCertificate: true }] }, /give at most one of .*useIdentityAsUsername, bindCertificate/],
+    [{ listeners: [{ type: 'tls', crl: 'crl.pem' }] }, /listeners\[0\]\.crl: needs requireClientCertificate: true/],
     [{ acl: { metrics: { leaves: ['a/b'] } } }, /acl\.metrics\.leaves\[0\]/],
     [{ acl: { metrics: { prefix: '#' } } }, /acl\.metrics\.prefix/],
     [{ sessions: { maxExpiry: 'forever' } }, /sessions\.maxExpiry/],
@@ -59,4 +80,21 @@ t.test('a config file is YAML, relative paths resolve against its folder, env ov
   writeFileSync(file, 'listeners: [\n')
   t.throws(() => loadConfig({ file, env: {} }), /not valid YAML/)
   t.equal(loadConfig({ env: {}, cwd: dir }).config.devCertificates, true, 'defaults generate development certificates')
+})
+
+t.test('Mosquitto drop-in keys: password file store, acl file, client id prefixes, certificate identities', async (t) => {
+  const c = parseConfig({
+    listeners: [{ type: 'tls', ca: 'ca.crt', requireClientCertificate: true, useSubjectAsUsername: true, crl: 'crl.pem' }],
+    auth: { store: { type: 'mosquitto-passwd', path: 'passwd', totpFile: 'totp' }, clientIdPrefixes: ['iot-'] },
+    acl: { policy: 'mosquitto-acl', file: 'acl', allowSys: true }
+  }, '/etc/m')
+  t.match(c.listeners[0], { certificateIdentity: 'subject', crl: '/etc/m/crl.pem' })
+  t.same(c.auth.store, { type: 'mosquitto-passwd', path: '/etc/m/passwd', totpFile: '/etc/m/totp' })
+  t.equal(c.auth.totp.required, false, 'password-file users log in without a code by default')
+  t.same(c.auth.clientIdPrefixes, ['iot-'])
+  t.match(c.acl, { policy: 'mosquitto-acl', file: '/etc/m/acl', allowSys: true })
+  const withTotp = parseConfig({ auth: { store: { type: 'mosquitto-passwd', path: 'p', totpFile: 't' }, totp: { required: true } } }, '/etc/m')
+  t.equal(withTotp.auth.totp.required, true)
+  const http = parseConfig({ auth: { store: { type: 'http', url: 'http://127.0.0.1:5000/' } }, acl: { policy: 'http' } }, '/etc/m')
+  t.same(http.auth.store, { type: 'http', url: 'http://127.0.0.1:5000', userPath: '/auth/user', aclPath: '/auth/acl', paramsMode: 'json', responseMode: 'json', timeout: 2000, cacheTtl: 0 })
 })
