@@ -5,7 +5,7 @@ import { Aedes } from 'aedes'
 import type { Socket } from 'node:net'
 import { createHooks } from './auth/hooks.js'
 import type { Authenticator } from './auth/authenticator.js'
-import { createHttpAuthenticator } from './auth/http-backend.js'
+import { createGoAuthClient, createHttpAuthenticator, type GoAuthClient } from './auth/http-backend.js'
 import { createStoreAuthenticator } from './auth/login.js'
 import { createHttpAclPolicy } from './acl/http.js'
 import { createMetricsPolicy } from './acl/metrics.js'
@@ -58,12 +58,14 @@ export function createStore (config: BastionConfig, log: Logger): UserStore {
   }
 }
 
-const POLICIES: Record<BastionConfig['acl']['policy'], (c: BastionConfig, log: Logger) => AclPolicy> = {
+/** What a policy factory may use besides the config: the HTTP backend's one client. */
+interface PolicyDeps { log: Logger; backend?: GoAuthClient }
+const POLICIES: Record<BastionConfig['acl']['policy'], (c: BastionConfig, d: PolicyDeps) => AclPolicy> = {
   metrics: (c) => createMetricsPolicy(c.acl.metrics),
   'mosquitto-acl': (c) => createMosquittoAclPolicy({ file: c.acl.file as string, allowSys: c.acl.allowSys }),
-  http: (c, log) => {
+  http: (c, d) => {
     if (c.auth.store.type !== 'http') throw new BastionError('BASTION_ERR_CONFIG', 'config acl.policy: http needs auth.store.type http')
-    return createHttpAclPolicy(c.auth.store, log.child({ module: 'acl' }))
+    return createHttpAclPolicy(c.auth.store, d.log.child({ module: 'acl' }), d.backend)
   }
 }
 
@@ -106,17 +108,20 @@ export async function createBastion (config: BastionConfig, opts: BastionOptions
 
   const s = config.auth.store
   const store = s.type === 'http' ? undefined : createStore(config, log)
+  // Logins and ACL checks share one HTTP client: one connection pool, one outage log line.
+  const backend = s.type === 'http' ? createGoAuthClient(s, log.child({ module: 'backend' })) : undefined
   const passwords = createPasswordPool(config.auth.workers)
   let policy: AclPolicy
   try {
-    policy = POLICIES[config.acl.policy](config, log)
+    policy = POLICIES[config.acl.policy](config, { log, ...(backend === undefined ? {} : { backend }) })
   } catch (err) {
     await passwords.close()
+    await backend?.close()
     await store?.close()
     throw err
   }
   const authenticator: Authenticator = s.type === 'http'
-    ? createHttpAuthenticator(s, log.child({ module: 'auth' }))
+    ? createHttpAuthenticator(s, log.child({ module: 'auth' }), backend)
     : createStoreAuthenticator({ store: store as UserStore, passwords, totp: config.auth.totp })
   const prefix = config.acl.metrics.prefix
   // Which listener each socket came in on, for the certificate identity mode of that listener.
@@ -161,6 +166,7 @@ export async function createBastion (config: BastionConfig, opts: BastionOptions
     await passwords.close()
     await authenticator.close?.()
     await policy.close?.()
+    await backend?.close()
     await store?.close()
     throw err
   }
@@ -197,6 +203,7 @@ export async function createBastion (config: BastionConfig, opts: BastionOptions
         await passwords.close()
         await authenticator.close?.()
         await policy.close?.()
+        await backend?.close()
         await store?.close()
         log.info({ event: 'broker.stopped' }, 'broker stopped')
       })()

@@ -64,6 +64,9 @@ function jsonVerdict (body: Buffer): boolean {
  * contract, a 5xx is the backend's answer "no" like any other non-2xx: the service did answer.
  */
 function verdict (mode: HttpBackendConfig['responseMode'], status: number, body: Buffer): boolean {
+  // A 5xx is the service failing (its database down, say), not its verdict: like go-auth
+  // since 1.4.3 it is an error, so the login gets 0x88 "server unavailable", not "bad password".
+  if (status >= 500) throw new Unreadable(`HTTP ${status}`)
   if (status < 200 || status >= 300) return false
   switch (mode) {
     case 'status': return true

@@ -145,13 +145,16 @@ t.test('JSON answers are read like Go\'s decoder: keys case-insensitive, wrong t
   }
 })
 
-t.test('any status outside 2xx is a "no", 5xx included, whatever the body says', async (t) => {
+t.test('a 3xx or 4xx is a "no" whatever the body says; a 5xx means the backend is unavailable', async (t) => {
   let status = 200
   const svc = await service(() => ({ status, body: '{"Ok":true}' }))
   for (const mode of ['json', 'status', 'text'] as const) {
     const c = client(config(svc.url, { responseMode: mode }))
-    for (status of [301, 302, 400, 401, 403, 404, 500, 502, 503]) {
+    for (status of [301, 302, 400, 401, 403, 404]) {
       t.equal(await c.checkUser('alice|123456', PASSWORD, 'dev-1'), false, `${mode}: ${status} denies`)
+    }
+    for (status of [500, 502, 503]) {
+      await unavailable(t, c.checkUser('alice|123456', PASSWORD, 'dev-1'), `${mode}: ${status} is a fault, never an allow`)
     }
   }
 })
