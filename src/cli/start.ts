@@ -26,7 +26,7 @@ export async function startCommand (argv: string[], out: (s: string) => void): P
   const log = createLogger({ level: config.log.level })
   log.info({ event: 'broker.starting', config: used ?? 'defaults' }, 'starting mqtt-bastion')
   const bastion = await createBastion(config, { logger: log })
-  log.info({ event: 'broker.ready', listeners: bastion.listeners.map((l) => `${l.type}://${l.host}:${l.port}`) }, 'ready')
+  log.info({ event: 'broker.ready', pid: process.pid, listeners: bastion.listeners.map((l) => `${l.type}://${l.host}:${l.port}`) }, 'ready')
 
   let stopping = false
   const stop = (signal: string): void => {
