@@ -27,6 +27,9 @@ const RC_SERVER_UNAVAILABLE = 3 // [0x88]
 const RC_BAD_CREDENTIALS = 4 // [0x86]
 const RC_NOT_AUTHORIZED = 5 // [0x87]
 
+// Distinct topics per client whose refused delivery is logged at warn; the rest go to debug.
+const READ_DENIALS_LOGGED = 100
+
 /** What a CONNECT carried that the authenticate hook needs but aedes does not pass to it. */
 interface PendingConnect { will?: ConnectPacket['will']; expiryClamped: boolean }
 
@@ -75,6 +78,7 @@ export function createHooks (opts: HookOptions): { options: Partial<AedesOptions
   const { log, policy } = opts
   const identities = new WeakMap<Client, Identity>()
   const pending = new WeakMap<Client, PendingConnect>()
+  const readDenials = new WeakMap<Client, Set<string>>()
 
   function denied (client: Client, identity: Identity | undefined, action: Action | 'will', topic: string, reason: string): void {
     log.warn({ event: 'acl.denied', user: identity?.user, clientId: client.id, remote: remoteOf(client), action, topic, reason }, 'ACL denied')
@@ -230,7 +234,16 @@ export function createHooks (opts: HookOptions): { options: Partial<AedesOptions
       d = { allow: false, reason: 'acl backend unavailable' }
     }
     if (!d.allow) {
-      denied(client, identity, 'read', packet.topic, d.reason)
+      // Policies that grant broad subscriptions and filter at delivery (Mosquitto's acl_file)
+      // would log one warning per message per subscriber: warn once per client and topic.
+      let seen = readDenials.get(client)
+      if (seen === undefined) readDenials.set(client, seen = new Set())
+      if (seen.has(packet.topic) || seen.size >= READ_DENIALS_LOGGED) {
+        log.debug({ event: 'acl.denied', user: identity.user, clientId: client.id, action: 'read', topic: packet.topic, reason: d.reason, repeated: true }, 'ACL denied')
+      } else {
+        seen.add(packet.topic)
+        denied(client, identity, 'read', packet.topic, d.reason)
+      }
       return null
     }
     return packet

@@ -1,0 +1,41 @@
+// Under Mosquitto's acl_file semantics a subscription to `#` is granted and each delivery is
+// checked; refused deliveries must not flood the log with one warning per message.
+import t from 'tap'
+import { execFileSync } from 'node:child_process'
+import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import mqtt from 'mqtt'
+import { events, nextMessage, startHarness } from '../helpers/harness.js'
+
+const dir = mkdtempSync(join(tmpdir(), 'bastion-acl-log-'))
+t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+const passwd = join(dir, 'passwd')
+execFileSync('mosquitto_passwd', ['-c', '-b', passwd, 'reader', 'reader-password'])
+execFileSync('mosquitto_passwd', ['-b', passwd, 'writer', 'writer-password'])
+chmodSync(passwd, 0o600)
+const acl = join(dir, 'acl')
+writeFileSync(acl, 'user reader\ntopic read open/#\n\nuser writer\ntopic write open/#\ntopic write secret/#\n')
+
+t.test('a refused delivery is logged at warn once per client and topic, then at debug', async (t) => {
+  const h = await startHarness({ auth: { store: { type: 'mosquitto-passwd', path: passwd } }, acl: { policy: 'mosquitto-acl', file: acl } })
+  t.teardown(() => h.close())
+  const opts = { host: '127.0.0.1', port: h.port, protocol: 'mqtts' as const, ca: h.ca, servername: 'localhost', reconnectPeriod: 0, protocolVersion: 5 as const }
+  const reader = await mqtt.connectAsync({ ...opts, username: 'reader', password: 'reader-password', clientId: 'r1' })
+  t.teardown(() => reader.endAsync(true))
+  const granted = await reader.subscribeAsync('#', { qos: 1 })
+  t.equal(granted[0]?.qos, 1, '# is granted, as in Mosquitto 2.0')
+  const writer = await mqtt.connectAsync({ ...opts, username: 'writer', password: 'writer-password', clientId: 'w1' })
+  t.teardown(() => writer.endAsync(true))
+  const seen: string[] = []
+  reader.on('message', (topic) => seen.push(topic))
+  for (let i = 0; i < 5; i++) await writer.publishAsync('secret/x', String(i), { qos: 1 })
+  const open = nextMessage(reader)
+  await writer.publishAsync('open/x', 'hello', { qos: 1 })
+  t.equal((await open)?.topic, 'open/x', 'a readable topic is delivered')
+  t.same(seen, ['open/x'], 'nothing from secret/ reached the reader')
+  const reads = events(h, 'acl.denied').filter((e) => e.action === 'read' && e.topic === 'secret/x')
+  t.equal(reads.length, 5, 'each refused delivery is logged')
+  t.equal(reads.filter((e) => e.level === 40).length, 1, 'one of them at warn')
+  t.ok(reads.slice(1).every((e) => e.level === 20 && e.repeated === true), 'the rest at debug, marked repeated')
+})
