@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the test suite drives as independent peers:
 #   mosquitto-clients  (mosquitto_pub / mosquitto_sub)
+#   mosquitto          (mosquitto_passwd writes password files; the broker itself is the
+#                       reference in the acl_file differential test; the tests start it on
+#                       127.0.0.1 themselves, nothing here starts or enables its service)
 #   python3-paho-mqtt  (an MQTT 5 client for /usr/bin/python3)
 #   python3-pyotp      (an independent TOTP implementation)
 #   openssl            (verifies the certificates we issue)
@@ -12,6 +15,9 @@ set -euo pipefail
 
 missing=()
 command -v mosquitto_pub >/dev/null 2>&1 || missing+=(mosquitto-clients)
+if ! command -v mosquitto_passwd >/dev/null 2>&1 || { ! command -v mosquitto >/dev/null 2>&1 && [ ! -x /usr/sbin/mosquitto ]; }; then
+  missing+=(mosquitto)
+fi
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 /usr/bin/python3 -c 'import paho.mqtt' >/dev/null 2>&1 || missing+=(python3-paho-mqtt)
 /usr/bin/python3 -c 'import pyotp' >/dev/null 2>&1 || missing+=(python3-pyotp)
