@@ -2,6 +2,7 @@
 import t from 'tap'
 import { pino } from 'pino'
 import { createHooks } from '../../src/auth/hooks.js'
+import { createStoreAuthenticator } from '../../src/auth/login.js'
 import { createMetricsPolicy } from '../../src/acl/metrics.js'
 import { currentCode, newSecret } from '../../src/crypto/totp.js'
 
@@ -10,11 +11,13 @@ t.test('a message is forwarded only to clients whose policy lets them read its t
   const log = pino({ level: 'info' }, { write: (s: string) => { lines.push(s) } })
   const secret = newSecret()
   const hooks = createHooks({
-    login: {
+    authenticator: createStoreAuthenticator({
       store: { find: async () => ({ username: 'alice', passwordHash: 'h', totpSecret: secret, enabled: true, createdAt: '' }), claimStep: async () => true } as any,
       passwords: { verify: async () => true } as any,
-      totp: { window: 1, replayProtection: false }
-    },
+      totp: { window: 1, replayProtection: false, required: true }
+    }),
+    clientIdPrefixes: [],
+    certificateIdentity: () => 'none',
     policy: createMetricsPolicy({ prefix: 'metrics', leaves: ['Estado'] }),
     log,
     maxSessionExpiry: 0
@@ -32,5 +35,8 @@ t.test('a message is forwarded only to clients whose policy lets them read its t
   t.equal(forward(client, own), own, 'own branch delivered')
   t.equal(forward(client, { topic: 'metrics/bob/Estado' }), null, 'another branch is not')
   t.equal(forward(client, { topic: '$SYS/broker/x' }), null, '$SYS is not')
-  t.ok(lines.some((l) => /"event":"acl.denied".*"action":"read".*"topic":"metrics\/bob\/Estado"/.test(l)), 'the denial is logged')
+  const denials = (): string[] => lines.filter((l) => /"event":"acl.denied".*"action":"read".*"topic":"metrics\/bob\/Estado"/.test(l))
+  t.equal(denials().length, 1, 'the denial is logged')
+  t.equal(forward(client, { topic: 'metrics/bob/Estado' }), null, 'and refused again')
+  t.equal(denials().length, 1, 'a repeat of the same topic is not logged again at info level and above')
 })
