@@ -95,6 +95,13 @@ export interface HttpBackendConfig {
 export type StoreConfig = FileStoreConfig | MysqlStoreConfig | MosquittoPasswdStoreConfig | HttpBackendConfig
 export type AclPolicyName = 'metrics' | 'mosquitto-acl' | 'http'
 
+/** The health and Prometheus metrics HTTP listener: off by default, loopback unless a host is given. */
+export interface MonitoringConfig {
+  readonly enabled: boolean
+  readonly host: string
+  readonly port: number
+}
+
 export interface BastionConfig {
   readonly listeners: readonly ListenerConfig[]
   readonly auth: {
@@ -117,6 +124,7 @@ export interface BastionConfig {
   readonly sessions: { readonly maxExpiry: number }
   readonly will: { readonly serverWill: boolean }
   readonly log: { readonly level: LogLevel }
+  readonly monitoring: MonitoringConfig
   /** Generate a development CA and server certificate when a TLS listener's files are missing. */
   readonly devCertificates: boolean
 }
@@ -361,7 +369,7 @@ function totpRequired (totp: Raw, s: StoreConfig): boolean {
  * Unknown keys are errors: a typo must never silently fall back to a default.
  */
 export function parseConfig (doc: unknown, base: string, opts: { devCertificates?: boolean; env?: NodeJS.ProcessEnv } = {}): BastionConfig {
-  const root = object(doc, '', ['listeners', 'auth', 'acl', 'sessions', 'will', 'log', 'devCertificates'])
+  const root = object(doc, '', ['listeners', 'auth', 'acl', 'sessions', 'will', 'log', 'monitoring', 'devCertificates'])
 
   const rawListeners = root.listeners ?? [{ type: 'tls' }]
   if (!Array.isArray(rawListeners) || rawListeners.length === 0) fail('listeners', 'must be a non-empty list')
@@ -394,6 +402,7 @@ export function parseConfig (doc: unknown, base: string, opts: { devCertificates
   const sessions = object(root.sessions, 'sessions', ['maxExpiry'])
   const will = object(root.will, 'will', ['serverWill'])
   const log = object(root.log, 'log', ['level'])
+  const monitoring = object(root.monitoring, 'monitoring', ['enabled', 'host', 'port'])
 
   return Object.freeze({
     listeners: Object.freeze(listeners),
@@ -416,6 +425,12 @@ export function parseConfig (doc: unknown, base: string, opts: { devCertificates
     sessions: Object.freeze({ maxExpiry: int(sessions, 'maxExpiry', 'sessions.maxExpiry', 0, 0, 0xFFFFFFFF) }),
     will: Object.freeze({ serverWill: bool(will, 'serverWill', 'will.serverWill', true) }),
     log: Object.freeze({ level: oneOf(log, 'level', 'log.level', 'info', LOG_LEVELS) }),
+    // /metrics and /healthz carry no credentials of their own: loopback unless the operator says otherwise.
+    monitoring: Object.freeze({
+      enabled: bool(monitoring, 'enabled', 'monitoring.enabled', false),
+      host: host(monitoring, 'monitoring.host', '127.0.0.1'),
+      port: int(monitoring, 'port', 'monitoring.port', 9464, 0, 65535)
+    }),
     devCertificates: bool(root, 'devCertificates', 'devCertificates', opts.devCertificates ?? false)
   })
 }

@@ -98,3 +98,21 @@ t.test('Mosquitto drop-in keys: password file store, acl file, client id prefixe
   const http = parseConfig({ auth: { store: { type: 'http', url: 'http://127.0.0.1:5000/' } }, acl: { policy: 'http' } }, '/etc/m')
   t.same(http.auth.store, { type: 'http', url: 'http://127.0.0.1:5000', userPath: '/auth/user', aclPath: '/auth/acl', paramsMode: 'json', responseMode: 'json', timeout: 2000, cacheTtl: 0 })
 })
+
+t.test('the monitoring listener is off by default and binds loopback unless a host is given', async (t) => {
+  t.same(parseConfig({}, '/srv').monitoring, { enabled: false, host: '127.0.0.1', port: 9464 })
+  t.same(parseConfig({ monitoring: { enabled: true } }, '/srv').monitoring, { enabled: true, host: '127.0.0.1', port: 9464 })
+  t.same(parseConfig({ monitoring: { enabled: true, host: '0.0.0.0', port: 0 } }, '/srv').monitoring, { enabled: true, host: '0.0.0.0', port: 0 })
+  t.ok(Object.isFrozen(parseConfig({}, '/srv').monitoring), 'frozen')
+})
+
+t.test('bad monitoring keys and values are refused with a message naming the key', async (t) => {
+  const bad: Array<[unknown, RegExp]> = [
+    [{ monitoring: { enable: true } }, /config monitoring\.enable: unknown key \(allowed: enabled, host, port\)/],
+    [{ monitoring: { enabled: 'yes' } }, /config monitoring\.enabled: must be true or false/],
+    [{ monitoring: { port: 70000 } }, /config monitoring\.port: must be an integer from 0 to 65535/],
+    [{ monitoring: { host: 'not a host!' } }, /config monitoring\.host: "not a host!" is not an IP address or host name/],
+    [{ monitoring: true }, /config monitoring: must be a mapping/]
+  ]
+  for (const [doc, re] of bad) t.throws(() => parseConfig(doc, '/srv'), { code: 'BASTION_ERR_CONFIG', message: re }, JSON.stringify(doc))
+})
