@@ -437,5 +437,8 @@ export function parseConfig (doc: unknown, base: string, opts: { devCertificates
 
 /** The config as JSON with every secret blanked, for `config check` and logs. */
 export function redactedConfig (config: BastionConfig): unknown {
-  return JSON.parse(JSON.stringify(config, (key, value: unknown) => (key === 'password' ? '[redacted]' : value)))
+  // Only the store's own password is a secret; `columns.password` is a column name.
+  return JSON.parse(JSON.stringify(config, function (this: unknown, key, value: unknown) {
+    return key === 'password' && this !== (config.auth.store as { columns?: unknown }).columns ? '[redacted]' : value
+  }))
 }
