@@ -19,6 +19,10 @@ import { createLogger, type Logger } from './log.js'
 import { startTcpListener } from './listeners/tcp.js'
 import { startTlsListener } from './listeners/tls.js'
 import type { Listener } from './listeners/listener.js'
+import { createHealthCheck } from './monitoring/health.js'
+import { startMonitoringServer, type MonitoringServer } from './monitoring/http.js'
+import { timedStore, watchedBackend } from './monitoring/instrument.js'
+import { createMetrics } from './monitoring/metrics.js'
 import { createFileStore } from './stores/file.js'
 import { assertPrivate } from './stores/permissions.js'
 import { createMosquittoPasswdStore } from './stores/mosquitto-passwd.js'
@@ -36,6 +40,8 @@ export interface Bastion {
   readonly listeners: readonly Listener[]
   /** The local user store; undefined with an HTTP backend, which keeps its users itself. */
   readonly store: UserStore | undefined
+  /** Where /healthz and /metrics are served; undefined when monitoring is off. */
+  readonly monitoring?: { readonly host: string; readonly port: number }
   /**
    * Re-reads what can change under a running broker (SIGHUP): user store and ACL files. A file
    * that no longer parses is rejected with one log line and the old contents keep serving.
@@ -67,6 +73,16 @@ const POLICIES: Record<BastionConfig['acl']['policy'], (c: BastionConfig, d: Pol
     if (c.auth.store.type !== 'http') throw new BastionError('BASTION_ERR_CONFIG', 'config acl.policy: http needs auth.store.type http')
     return createHttpAclPolicy(c.auth.store, d.log.child({ module: 'acl' }), d.backend)
   }
+}
+
+/** TOTP is only as good as the clocks on both ends; say so where the operator looks first. */
+function clockNotice (config: BastionConfig, log: Logger): void {
+  const s = config.auth.store
+  const checksCodes = s.type !== 'http' && (config.auth.totp.required || (s.type === 'mosquitto-passwd' && s.totpFile !== undefined))
+  if (!checksCodes) return
+  log.warn({ event: 'clock.notice', now: new Date().toISOString(), window: config.auth.totp.window },
+    'TOTP codes are checked against this machine\'s clock: keep it NTP-synchronised (check with: timedatectl show -p NTPSynchronized, ' +
+    'chronyc tracking, or timedatectl timesync-status for systemd-timesyncd); devices need a synchronised clock too')
 }
 
 async function prepareCertificates (l: TlsListenerConfig, dev: boolean, log: Logger): Promise<void> {
@@ -101,6 +117,9 @@ async function prepareCertificates (l: TlsListenerConfig, dev: boolean, log: Log
  */
 export async function createBastion (config: BastionConfig, opts: BastionOptions = {}): Promise<Bastion> {
   const log = opts.logger ?? createLogger({ level: config.log.level })
+  clockNotice(config, log)
+  // Only a broker that serves /metrics pays for counting.
+  const metrics = config.monitoring.enabled ? createMetrics({ totpWindow: config.auth.totp.window }) : undefined
   for (const l of config.listeners) {
     if (l.type === 'tls') await prepareCertificates(l, config.devCertificates, log)
   }
@@ -109,7 +128,9 @@ export async function createBastion (config: BastionConfig, opts: BastionOptions
   const s = config.auth.store
   const store = s.type === 'http' ? undefined : createStore(config, log)
   // Logins and ACL checks share one HTTP client: one connection pool, one outage log line.
-  const backend = s.type === 'http' ? createGoAuthClient(s, log.child({ module: 'backend' })) : undefined
+  const rawBackend = s.type === 'http' ? createGoAuthClient(s, log.child({ module: 'backend' })) : undefined
+  const watched = rawBackend !== undefined && metrics !== undefined ? watchedBackend(rawBackend, metrics) : undefined
+  const backend = watched?.client ?? rawBackend
   const passwords = createPasswordPool(config.auth.workers)
   let policy: AclPolicy
   try {
@@ -122,7 +143,7 @@ export async function createBastion (config: BastionConfig, opts: BastionOptions
   }
   const authenticator: Authenticator = s.type === 'http'
     ? createHttpAuthenticator(s, log.child({ module: 'auth' }), backend)
-    : createStoreAuthenticator({ store: store as UserStore, passwords, totp: config.auth.totp })
+    : createStoreAuthenticator({ store: metrics === undefined ? store as UserStore : timedStore(store as UserStore, s.type, metrics), passwords, totp: config.auth.totp })
   const prefix = config.acl.metrics.prefix
   // Which listener each socket came in on, for the certificate identity mode of that listener.
   const origin = new WeakMap<object, ListenerConfig>()
@@ -137,11 +158,15 @@ export async function createBastion (config: BastionConfig, opts: BastionOptions
     certificateIdentity,
     log: log.child({ module: 'auth' }),
     maxSessionExpiry: config.sessions.maxExpiry,
-    ...(config.will.serverWill ? { serverWillTopic: (user: string) => `${prefix}/${user}/Estado` } : {})
+    ...(config.will.serverWill ? { serverWillTopic: (user: string) => `${prefix}/${user}/Estado` } : {}),
+    ...(metrics === undefined ? {} : { onEvent: metrics.onEvent })
   })
 
   const listeners: Listener[] = []
   let broker: Aedes | undefined
+  let monitoring: MonitoringServer | undefined
+  // The listeners expose no state of their own; they accept from start until close() begins.
+  let accepting = false
   try {
     await passwords.ready()
     if (store !== undefined && config.auth.store.type === 'file' && (await store.list()).length === 0) {
@@ -151,16 +176,31 @@ export async function createBastion (config: BastionConfig, opts: BastionOptions
     await store?.ping().catch((err: Error) => log.warn({ event: 'store.check_failed', reason: err.message }, 'user store did not answer at start'))
     broker = await Aedes.createBroker({ ...hooks.options })
     hooks.attach(broker)
+    metrics?.attach(broker)
     ;(broker as unknown as EventEmitter).on('error', (err: Error) => log.error({ event: 'broker.error', err }, 'broker error'))
     const b = broker
     for (const l of config.listeners) {
       const handle = (socket: Socket): void => {
         origin.set(socket, l)
+        metrics?.trackSocket(socket)
         b.handle(socket)
       }
-      listeners.push(l.type === 'tls' ? await startTlsListener(l, handle, log) : await startTcpListener(l, handle, log))
+      const started = l.type === 'tls' ? await startTlsListener(l, handle, log) : await startTcpListener(l, handle, log)
+      listeners.push(started)
+      if (l.type === 'tls') metrics?.certificate(`tls://${started.host}:${started.port}`, l.cert)
+    }
+    accepting = true
+    if (metrics !== undefined) {
+      const health = createHealthCheck({
+        listeners: () => accepting ? undefined : 'broker is stopping',
+        ...(store === undefined ? {} : { store }),
+        ...(watched === undefined ? {} : { backendOutage: watched.outage })
+      })
+      monitoring = await startMonitoringServer(config.monitoring, { metrics, health, log: log.child({ module: 'monitoring' }) })
     }
   } catch (err) {
+    accepting = false
+    await monitoring?.close()
     await Promise.all(listeners.map(async (l) => await l.close()))
     if (broker !== undefined) await new Promise<void>((resolve) => broker?.close(() => resolve()))
     await passwords.close()
@@ -178,6 +218,7 @@ export async function createBastion (config: BastionConfig, opts: BastionOptions
     broker: b,
     listeners,
     store,
+    ...(monitoring === undefined ? {} : { monitoring: { host: monitoring.host, port: monitoring.port } }),
     async reload () {
       const parts: Array<[string, (() => Promise<void>) | undefined]> = [
         ['user store', store?.reload?.bind(store)],
@@ -196,6 +237,9 @@ export async function createBastion (config: BastionConfig, opts: BastionOptions
     },
     close () {
       closing ??= (async () => {
+        accepting = false
+        // Reverse order of start: the monitoring listener came up last.
+        await monitoring?.close()
         // Stop accepting first; server.close() resolves once the broker has dropped its clients.
         const stopped = Promise.all(listeners.map(async (l) => await l.close()))
         await new Promise<void>((resolve) => b.close(() => resolve()))

@@ -19,7 +19,20 @@ export interface HookOptions {
   maxSessionExpiry: number
   /** Topic for the server will of a client that had none; undefined turns it off. */
   serverWillTopic?: (user: string) => string
+  /** Told of each login, refusal and delivery (metrics); must not throw. */
+  onEvent?: (event: HookEvent) => void
 }
+
+/**
+ * What the hooks report besides their log lines: bounded categories only, never a user name,
+ * client id or topic, so a metrics label built from one cannot grow without end or leak who.
+ */
+export type HookEvent =
+  | { type: 'login.ok'; totpDelta?: number }
+  | { type: 'login.failed'; reason: LoginFailure }
+  | { type: 'acl.denied'; action: Action | 'will' }
+  /** A message passed the read check and goes to a subscriber (aedes has no delivery event). */
+  | { type: 'delivery' }
 
 // MQTT 3.1.1 CONNACK return codes; aedes maps them to the MQTT 5 reason codes in brackets.
 const RC_IDENTIFIER_REJECTED = 2 // [0x85]
@@ -76,15 +89,18 @@ const SUBJECT_PATTERN = /^[^/+#$\u0000]{1,256}$/
  */
 export function createHooks (opts: HookOptions): { options: Partial<AedesOptions>; attach: (broker: Aedes) => void; identityOf: (c: Client) => Identity | undefined } {
   const { log, policy } = opts
+  const emit = opts.onEvent ?? (() => {})
   const identities = new WeakMap<Client, Identity>()
   const pending = new WeakMap<Client, PendingConnect>()
   const readDenials = new WeakMap<Client, Set<string>>()
 
   function denied (client: Client, identity: Identity | undefined, action: Action | 'will', topic: string, reason: string): void {
+    emit({ type: 'acl.denied', action })
     log.warn({ event: 'acl.denied', user: identity?.user, clientId: client.id, remote: remoteOf(client), action, topic, reason }, 'ACL denied')
   }
 
   function loginFailed (client: Client, reason: LoginFailure, user: string | undefined): void {
+    emit({ type: 'login.failed', reason })
     log.warn({ event: 'login.failed', reason, user, clientId: client.id, remote: remoteOf(client) }, 'login refused')
   }
 
@@ -172,6 +188,7 @@ export function createHooks (opts: HookOptions): { options: Partial<AedesOptions
       identities.set(client, identity)
       // [MQTT-3.2.2-3.2] tell a v5 client the Session Expiry we applied when it differs.
       if (connect.expiryClamped) (client as unknown as ClientInternals)._sessionExpiryClamped = true
+      emit(result.delta === undefined ? { type: 'login.ok' } : { type: 'login.ok', totpDelta: result.delta })
       log.info({ event: 'login.ok', user: identity.user, clientId: client.id, remote: identity.remoteAddress, protocol: client.version, totpDelta: result.delta, certCN: identity.certCN }, 'login accepted')
       done(null, true)
     }).catch((err: unknown) => {
@@ -239,6 +256,7 @@ export function createHooks (opts: HookOptions): { options: Partial<AedesOptions
       let seen = readDenials.get(client)
       if (seen === undefined) readDenials.set(client, seen = new Set())
       if (seen.has(packet.topic) || seen.size >= READ_DENIALS_LOGGED) {
+        emit({ type: 'acl.denied', action: 'read' })
         log.debug({ event: 'acl.denied', user: identity.user, clientId: client.id, action: 'read', topic: packet.topic, reason: d.reason, repeated: true }, 'ACL denied')
       } else {
         seen.add(packet.topic)
@@ -246,6 +264,8 @@ export function createHooks (opts: HookOptions): { options: Partial<AedesOptions
       }
       return null
     }
+    // The last check before aedes writes the PUBLISH to the subscriber's socket.
+    emit({ type: 'delivery' })
     return packet
   }
 

@@ -12,6 +12,8 @@ there when missing), users in data/users.json.
 SIGINT/SIGTERM stop it cleanly (MQTT 5 clients get DISCONNECT 0x8B).
 SIGHUP re-reads TLS certificates and CRLs, the user store and ACL files without dropping
 connected clients; a file that no longer loads is refused in the log and the old one stays.
+With monitoring.enabled in the config, GET /healthz and GET /metrics (Prometheus) are served
+on monitoring.host:monitoring.port (127.0.0.1:9464 unless set).
 `
 
 // Bound on a clean stop; past it the process exits anyway so supervisors are not left waiting.
@@ -26,7 +28,7 @@ export async function startCommand (argv: string[], out: (s: string) => void): P
   const log = createLogger({ level: config.log.level })
   log.info({ event: 'broker.starting', config: used ?? 'defaults' }, 'starting mqtt-bastion')
   const bastion = await createBastion(config, { logger: log })
-  log.info({ event: 'broker.ready', pid: process.pid, listeners: bastion.listeners.map((l) => `${l.type}://${l.host}:${l.port}`) }, 'ready')
+  log.info({ event: 'broker.ready', pid: process.pid, listeners: bastion.listeners.map((l) => `${l.type}://${l.host}:${l.port}`), ...(bastion.monitoring === undefined ? {} : { monitoring: `http://${bastion.monitoring.host}:${bastion.monitoring.port}` }) }, 'ready')
 
   let stopping = false
   const stop = (signal: string): void => {
