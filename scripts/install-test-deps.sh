@@ -7,6 +7,7 @@
 #   python3-paho-mqtt  (an MQTT 5 client for /usr/bin/python3)
 #   python3-pyotp      (an independent TOTP implementation)
 #   openssl            (verifies the certificates we issue)
+#   systemd            (systemd-analyze verify checks scripts/mqtt-bastion.service; nothing is started)
 #   mariadb-server     (mariadbd + mariadb-install-db: the MySQL tests start a throwaway server;
 #                       nothing here starts or enables the system service)
 # Does nothing when they are present; installs them with apt-get when run as root;
@@ -19,6 +20,7 @@ if ! command -v mosquitto_passwd >/dev/null 2>&1 || { ! command -v mosquitto >/d
   missing+=(mosquitto)
 fi
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
 /usr/bin/python3 -c 'import paho.mqtt' >/dev/null 2>&1 || missing+=(python3-paho-mqtt)
 /usr/bin/python3 -c 'import pyotp' >/dev/null 2>&1 || missing+=(python3-pyotp)
 if ! command -v mariadbd >/dev/null 2>&1 && [ ! -x /usr/sbin/mariadbd ] || ! command -v mariadb-install-db >/dev/null 2>&1; then
