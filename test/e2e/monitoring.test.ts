@@ -6,6 +6,7 @@ import { X509Certificate } from 'node:crypto'
 import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import mysql from 'mysql2/promise'
+import { flaskLike, startGoAuthService, type Reply } from '../helpers/go-auth-service.js'
 import { events, nextMessage, PASSWORD, pubackCode, startHarness, subackCode, type Harness } from '../helpers/harness.js'
 import { startMariaDb } from '../helpers/mariadb.mjs'
 
@@ -160,4 +161,28 @@ t.test('/healthz turns 503 while the MySQL store\'s database is down and 200 aga
   t.notMatch(down.body, /\n./, 'one line')
   await db.start()
   t.equal((await healthBecomes(h, 200, 40)).status, 200, 'healthy again once it answers, without a restart')
+})
+
+t.test('with an HTTP auth backend, /healthz reports the outage logins met and its end; lookups are timed', async (t) => {
+  let trouble: Reply | undefined
+  const flask = flaskLike({ alice: { password: PASSWORD, code: '123456', publish: [], subscribe: [] } })
+  const svc = await startGoAuthService((r) => trouble ?? flask(r))
+  t.teardown(() => svc.close())
+  const h = await startHarness({ auth: { store: { type: 'http', url: svc.url, timeout: 500 } }, acl: { policy: 'http' }, monitoring: MONITORING })
+  t.teardown(() => h.close())
+  t.equal((await get(h, '/healthz')).status, 200)
+  t.equal(events(h, 'clock.notice').length, 0, 'no clock notice: the backend checks codes itself')
+
+  trouble = { hangup: true }
+  t.equal(await h.refused({ username: 'alice|123456', password: PASSWORD }), 0x88)
+  const down = await get(h, '/healthz')
+  t.equal(down.status, 503)
+  t.match(down.body, /^auth backend unavailable: .+\n$/)
+  t.equal(sample(await metrics(h), 'bastion_logins_total', { result: 'failed', reason: 'backend_unavailable' }), 1)
+
+  trouble = undefined
+  const c = await h.connect('alice', { username: 'alice|123456' })
+  await c.endAsync()
+  t.equal((await get(h, '/healthz')).status, 200, 'healthy again after a login the backend answered')
+  t.equal(sample(await metrics(h), 'bastion_store_lookup_duration_seconds_count', { store: 'http' }), 2)
 })
