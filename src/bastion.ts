@@ -165,7 +165,7 @@ export async function createBastion (config: BastionConfig, opts: BastionOptions
   const listeners: Listener[] = []
   let broker: Aedes | undefined
   let monitoring: MonitoringServer | undefined
-  // The listeners expose no state of their own; they accept from start until close() begins.
+  // False until every listener is bound, and again from the moment close() begins.
   let accepting = false
   try {
     await passwords.ready()
@@ -192,7 +192,11 @@ export async function createBastion (config: BastionConfig, opts: BastionOptions
     accepting = true
     if (metrics !== undefined) {
       const health = createHealthCheck({
-        listeners: () => accepting ? undefined : 'broker is stopping',
+        listeners: () => {
+          if (!accepting) return 'broker is stopping'
+          const down = listeners.find((l) => !l.listening)
+          return down === undefined ? undefined : `${down.type} listener ${down.host}:${down.port} is not accepting`
+        },
         ...(store === undefined ? {} : { store }),
         ...(watched === undefined ? {} : { backendOutage: watched.outage })
       })

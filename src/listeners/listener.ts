@@ -7,6 +7,8 @@ export interface Listener {
   /** The address actually bound (port 0 in config becomes the real port here). */
   readonly host: string
   readonly port: number
+  /** Whether the server socket is bound and accepting right now. */
+  readonly listening: boolean
   /** Re-reads certificate, key, CA and CRL files (TLS only); throws and keeps the old ones when they are unusable. */
   reload? (): Promise<void>
   close (): Promise<void>
@@ -32,6 +34,7 @@ export async function bind (server: Server, type: 'tls' | 'tcp', host: string, p
     type,
     host,
     port: bound,
+    get listening () { return server.listening },
     async close () {
       await new Promise<void>((resolve) => server.close(() => resolve()))
     }

@@ -58,14 +58,14 @@ export async function startTlsListener (cfg: TlsListenerConfig, handle: Connecti
   server.on('tlsClientError', (err: NodeJS.ErrnoException, socket: TLSSocket) => {
     log.info({ event: 'tls.handshake_failed', remote: socket.remoteAddress, reason: err.code ?? err.message }, 'TLS handshake failed')
   })
-  const listener: Listener = {
-    ...await bind(server, 'tls', cfg.host, cfg.port),
+  // Object.assign keeps bind()'s `listening` getter live (a spread would copy its value once).
+  const listener: Listener = Object.assign(await bind(server, 'tls', cfg.host, cfg.port), {
     async reload () {
       // New handshakes use the new files; established connections keep theirs. A broken file
       // throws here and the old context keeps serving.
       server.setSecureContext(contextOptions(cfg))
     }
-  }
+  })
   log.info({ event: 'listener.started', type: 'tls', host: cfg.host, port: listener.port, minVersion: cfg.minVersion, requireClientCertificate: cfg.requireClientCertificate }, 'TLS listener started')
   return listener
 }

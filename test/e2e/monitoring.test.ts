@@ -84,6 +84,17 @@ t.test('a running broker is healthy; unknown paths are 404, other methods 405', 
   t.equal(post.headers.get('allow'), 'GET, HEAD')
 })
 
+t.test('/healthz turns 503 naming the listener when an MQTT listener stops accepting', async (t) => {
+  const h = await startHarness({ monitoring: MONITORING, listeners: [{ type: 'tls', host: '127.0.0.1', port: 0 }, { type: 'tcp', port: 0 }] })
+  t.teardown(() => h.close())
+  t.equal((await get(h, '/healthz')).status, 200)
+  const plain = h.bastion.listeners[1] as { close: () => Promise<void>; port: number }
+  await plain.close()
+  const r = await get(h, '/healthz')
+  t.equal(r.status, 503)
+  t.match(r.body, new RegExp(`tcp listener 127\\.0\\.0\\.1:${plain.port} is not accepting`))
+})
+
 t.test('metrics move with logins, refusals, deliveries and bytes, and name no user or topic', async (t) => {
   const h = await startHarness({ monitoring: MONITORING })
   t.teardown(() => h.close())
