@@ -20,6 +20,7 @@ Commands:
                                         manage users
   config check [--config FILE]          validate a configuration
   db check|migrate [--config FILE]      inspect / extend a MySQL users table
+  device publish|subscribe ...          the device client: readings (cron), subscribe
 
 Run "mqtt-bastion <command> --help" for a command's options.
 Exit status: 0 on success, 1 on failure, 2 on a usage error.
@@ -47,6 +48,7 @@ async function main (argv: string[]): Promise<void> {
     case 'user': return await userCommand(rest, out)
     case 'config': return await configCommand(rest, out)
     case 'db': return await dbCommand(rest, out)
+    case 'device': return await (await import('./device.js')).deviceCommand(rest, out)
     default:
       throw new UsageError(`unknown command: ${cmd} (see mqtt-bastion --help)`)
   }
