@@ -133,8 +133,7 @@ export function createHooks (opts: HookOptions): { options: Partial<AedesOptions
   }
 
   /** Who the client is: from the certificate alone, or a login (bound to the certificate's CN). */
-  async function identify (client: Client, username: string | undefined, password: Buffer | undefined): Promise<LoginResult> {
-    const mode = opts.certificateIdentity(client.conn)
+  async function identify (client: Client, mode: CertificateIdentity, username: string | undefined, password: Buffer | undefined): Promise<LoginResult> {
     if (mode === 'cn' || mode === 'subject') {
       // Mosquitto's use_identity_as_username / use_subject_as_username: the CA vouches for the
       // user; username and password are not checked.
@@ -161,7 +160,8 @@ export function createHooks (opts: HookOptions): { options: Partial<AedesOptions
       done(authError(RC_IDENTIFIER_REJECTED, 'client identifier not valid'), false)
       return
     }
-    identify(client, username, password).then(async (result) => {
+    const mode = opts.certificateIdentity(client.conn)
+    identify(client, mode, username, password).then(async (result) => {
       if (!result.ok) {
         loginFailed(client, result.reason, result.user)
         const code = result.reason === 'anonymous' ? RC_NOT_AUTHORIZED : RC_BAD_CREDENTIALS
@@ -173,7 +173,9 @@ export function createHooks (opts: HookOptions): { options: Partial<AedesOptions
         remoteAddress: remoteOf(client),
         certCN: certCommonName(client),
         hasWill: connect.will !== undefined,
-        ...(username === undefined ? {} : { mqttUsername: username })
+        // With a certificate identity the certificate names the user, as Mosquitto replaces the
+        // username: a backend must never see (and authorize) what the client typed instead.
+        ...(mode === 'cn' || mode === 'subject' ? { mqttUsername: result.user } : username === undefined ? {} : { mqttUsername: username })
       }
       // The will is checked now, not when it fires: a will that would be refused later is
       // refused with the CONNECT so the device learns of it while it can still fix it.

@@ -8,6 +8,7 @@ import { connect as tlsConnect } from 'node:tls'
 import mqtt, { type IClientOptions } from 'mqtt'
 import { issueClientCertificate } from '../../src/certs/issue.js'
 import { revokeCertificate } from '../../src/certs/revoke.js'
+import { flaskLike, startGoAuthService } from '../helpers/go-auth-service.js'
 import { events, PASSWORD, pubackCode, startHarness, type Harness } from '../helpers/harness.js'
 
 const mtls = { type: 'tls', host: '127.0.0.1', port: 0, ca: 'certs/ca.crt', requireClientCertificate: true }
@@ -53,6 +54,26 @@ t.test('useIdentityAsUsername: the certificate CN is the user, no password neede
   t.equal(await pubackCode(c, 'metrics/sensor1/Temperatura', '21'), 0, 'own branch: PUBACK 0')
   t.equal(await pubackCode(c, 'metrics/sensor2/Temperatura', '21'), 0x87, 'another branch: 0x87')
   t.match(await attempt(h, {}), /^(closed|error: )/, 'no certificate: the handshake fails before any login')
+})
+
+t.test('with a certificate identity an HTTP ACL backend is asked about the CN, never the username the client typed', async (t) => {
+  const svc = await startGoAuthService(flaskLike({
+    sensor1: { password: 'unused', code: '000000', publish: ['metrics/sensor1/Temperatura'], subscribe: [] },
+    admin: { password: 'unused', code: '000000', publish: ['metrics/admin/Temperatura'], subscribe: [] }
+  }))
+  t.teardown(() => svc.close())
+  const h = await startHarness({
+    listeners: [{ ...mtls, useIdentityAsUsername: true }],
+    auth: { store: { type: 'http', url: svc.url } },
+    acl: { policy: 'http' }
+  }, { prepare: issue('sensor1') })
+  t.teardown(() => h.close())
+  const c = await mqtt.connectAsync({ host: '127.0.0.1', port: h.port, protocol: 'mqtts', ca: h.ca, servername: 'localhost', reconnectPeriod: 0, protocolVersion: 5, username: 'admin', password: 'x', ...certOf(h, 'sensor1') })
+  t.teardown(() => c.endAsync(true))
+  t.equal(await pubackCode(c, 'metrics/admin/Temperatura', '1'), 0x87, 'the typed username grants nothing')
+  t.equal(await pubackCode(c, 'metrics/sensor1/Temperatura', '1'), 0, 'the certificate\'s user is what the backend sees')
+  t.same(svc.received.filter((r) => r.path === '/auth/acl').map((r) => r.fields.username), ['sensor1', 'sensor1'])
+  t.equal(svc.hits('/auth/user'), 0, 'the certificate decides the login; the user endpoint is not asked')
 })
 
 t.test('useSubjectAsUsername: the full subject (RFC 2253) is the user', async (t) => {
