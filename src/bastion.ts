@@ -77,9 +77,8 @@ const POLICIES: Record<BastionConfig['acl']['policy'], (c: BastionConfig, d: Pol
 
 /** TOTP is only as good as the clocks on both ends; say so where the operator looks first. */
 function clockNotice (config: BastionConfig, log: Logger): void {
-  const s = config.auth.store
-  const checksCodes = s.type !== 'http' && (config.auth.totp.required || (s.type === 'mosquitto-passwd' && s.totpFile !== undefined))
-  if (!checksCodes) return
+  // Codes are checked only when required (never for the http store: its service checks them).
+  if (!config.auth.totp.required) return
   log.warn({ event: 'clock.notice', now: new Date().toISOString(), window: config.auth.totp.window },
     'TOTP codes are checked against this machine\'s clock: keep it NTP-synchronised (check with: timedatectl show -p NTPSynchronized, ' +
     'chronyc tracking, or timedatectl timesync-status for systemd-timesyncd); devices need a synchronised clock too')
@@ -132,16 +131,23 @@ export async function createBastion (config: BastionConfig, opts: BastionOptions
   const watched = rawBackend !== undefined && metrics !== undefined ? watchedBackend(rawBackend, metrics) : undefined
   const backend = watched?.client ?? rawBackend
   const passwords = createPasswordPool(config.auth.workers)
-  let policy: AclPolicy
+  let policy: AclPolicy | undefined
+  let authenticator: Authenticator | undefined
+  /** Releases what logins and ACL checks hold, in reverse order of creation. */
+  async function release (): Promise<void> {
+    await passwords.close()
+    await authenticator?.close?.()
+    await policy?.close?.()
+    await backend?.close()
+    await store?.close()
+  }
   try {
     policy = POLICIES[config.acl.policy](config, { log, ...(backend === undefined ? {} : { backend }) })
   } catch (err) {
-    await passwords.close()
-    await backend?.close()
-    await store?.close()
+    await release()
     throw err
   }
-  const authenticator: Authenticator = s.type === 'http'
+  authenticator = s.type === 'http'
     ? createHttpAuthenticator(s, log.child({ module: 'auth' }), backend)
     : createStoreAuthenticator({ store: metrics === undefined ? store as UserStore : timedStore(store as UserStore, s.type, metrics), passwords, totp: config.auth.totp })
   const prefix = config.acl.metrics.prefix
@@ -165,8 +171,6 @@ export async function createBastion (config: BastionConfig, opts: BastionOptions
   const listeners: Listener[] = []
   let broker: Aedes | undefined
   let monitoring: MonitoringServer | undefined
-  // False until every listener is bound, and again from the moment close() begins.
-  let accepting = false
   try {
     await passwords.ready()
     if (store !== undefined && config.auth.store.type === 'file' && (await store.list()).length === 0) {
@@ -189,11 +193,11 @@ export async function createBastion (config: BastionConfig, opts: BastionOptions
       listeners.push(started)
       if (l.type === 'tls') metrics?.certificate(`tls://${started.host}:${started.port}`, l.cert)
     }
-    accepting = true
     if (metrics !== undefined) {
+      // Served only after every listener is bound and closed first on the way down, so the
+      // listeners' own state is the whole answer.
       const health = createHealthCheck({
         listeners: () => {
-          if (!accepting) return 'broker is stopping'
           const down = listeners.find((l) => !l.listening)
           return down === undefined ? undefined : `${down.type} listener ${down.host}:${down.port} is not accepting`
         },
@@ -203,17 +207,13 @@ export async function createBastion (config: BastionConfig, opts: BastionOptions
       monitoring = await startMonitoringServer(config.monitoring, { metrics, health, log: log.child({ module: 'monitoring' }) })
     }
   } catch (err) {
-    accepting = false
     await monitoring?.close()
     await Promise.all(listeners.map(async (l) => await l.close()))
     if (broker !== undefined) await new Promise<void>((resolve) => broker?.close(() => resolve()))
-    await passwords.close()
-    await authenticator.close?.()
-    await policy.close?.()
-    await backend?.close()
-    await store?.close()
+    await release()
     throw err
   }
+  const acl = policy
 
   let closing: Promise<void> | undefined
   const b = broker
@@ -226,7 +226,7 @@ export async function createBastion (config: BastionConfig, opts: BastionOptions
     async reload () {
       const parts: Array<[string, (() => Promise<void>) | undefined]> = [
         ['user store', store?.reload?.bind(store)],
-        ['acl policy', policy.reload?.bind(policy)],
+        ['acl policy', acl.reload?.bind(acl)],
         ...listeners.map((l): [string, (() => Promise<void>) | undefined] => [`${l.type} listener ${l.host}:${l.port} certificates`, l.reload?.bind(l)])
       ]
       for (const [what, reload] of parts) {
@@ -241,18 +241,13 @@ export async function createBastion (config: BastionConfig, opts: BastionOptions
     },
     close () {
       closing ??= (async () => {
-        accepting = false
         // Reverse order of start: the monitoring listener came up last.
         await monitoring?.close()
         // Stop accepting first; server.close() resolves once the broker has dropped its clients.
         const stopped = Promise.all(listeners.map(async (l) => await l.close()))
         await new Promise<void>((resolve) => b.close(() => resolve()))
         await stopped
-        await passwords.close()
-        await authenticator.close?.()
-        await policy.close?.()
-        await backend?.close()
-        await store?.close()
+        await release()
         log.info({ event: 'broker.stopped' }, 'broker stopped')
       })()
       return closing
