@@ -12,7 +12,8 @@ export const ErrorCodes = {
   BASTION_ERR_INVALID_INPUT: 'invalid input',
   BASTION_ERR_CERTS: 'certificate files could not be created or read',
   BASTION_ERR_BACKEND_UNAVAILABLE: 'an authentication backend could not answer',
-  BASTION_ERR_LISTEN: 'a listener could not start'
+  BASTION_ERR_LISTEN: 'a listener could not start',
+  BASTION_ERR_BUSY: 'too many logins are waiting; the server is busy'
 } as const
 
 export type ErrorCode = keyof typeof ErrorCodes

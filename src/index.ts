@@ -2,6 +2,7 @@
 export { createBastion, type Bastion, type BastionOptions } from './bastion.js'
 export { loadConfig, type LoadOptions, type LoadedConfig } from './config/load.js'
 export { parseConfig, type BastionConfig, type ListenerConfig, type TlsListenerConfig, type TcpListenerConfig, type StoreConfig } from './config/schema.js'
+export type { AuthHardening, ClientIdBinding, LimitsConfig, LockoutConfig, LoginQueueConfig, ShutdownConfig } from './config/hardening.js'
 export { BastionError, ErrorCodes, type ErrorCode } from './errors.js'
 export { createLogger, type Logger } from './log.js'
 export type { AclPolicy } from './acl/policy.js'

@@ -43,6 +43,16 @@ export type LoginFailure =
   | 'no_certificate'
   | 'certificate_mismatch'
   | 'totp_not_configured'
+  /** Refused without checking credentials: the account or the address is locked out. */
+  | 'locked_out'
+  /** The login queue was full (CONNACK 0x89 / 3.1.1 code 3). */
+  | 'server_busy'
+  /** The client id is in use by a session of another user. */
+  | 'clientid_taken'
+  /** The client id does not name its user (auth.clientIdBinding). */
+  | 'clientid_binding'
+  /** A 3.1.1 keepalive of 0 or above limits.maxKeepAlive. */
+  | 'keepalive_rejected'
 
 /** Letters, digits, `_ . -`: nothing that can leave a topic level (`/ + # $`, NUL). */
 export const USERNAME_PATTERN = /^[A-Za-z0-9_.-]{1,64}$/

@@ -1,6 +1,8 @@
 import type { TLSSocket } from 'node:tls'
 import type { Aedes, AedesOptions, Client, ConnectPacket, PublishPacket } from 'aedes'
+import mqttPacket from 'mqtt-packet'
 import type { AclPolicy } from '../acl/policy.js'
+import { BastionError } from '../errors.js'
 import type { CertificateIdentity } from '../config/schema.js'
 import type { Logger } from '../log.js'
 import { USERNAME_PATTERN, type Action, type Decision, type Identity, type LoginFailure } from '../types.js'
@@ -33,6 +35,12 @@ export type HookEvent =
   | { type: 'acl.denied'; action: Action | 'will' }
   /** A message passed the read check and goes to a subscriber (aedes has no delivery event). */
   | { type: 'delivery' }
+  /** An account (`user`) or an address (`ip`) was locked out after repeated failed logins. */
+  | { type: 'lockout'; scope: 'user' | 'ip' }
+  /** A limit refused a connection, packet or client (`limit` is a fixed name, e.g. `publish_rate`). */
+  | { type: 'limit'; limit: string }
+  /** A live session was ended because its user was disabled, removed or given new credentials. */
+  | { type: 'revoked' }
 
 // MQTT 3.1.1 CONNACK return codes; aedes maps them to the MQTT 5 reason codes in brackets.
 const RC_IDENTIFIER_REJECTED = 2 // [0x85]
@@ -54,6 +62,23 @@ function authError (returnCode: AuthError['returnCode'], message: string): AuthE
 /** Fields of aedes 2.0.0-beta.1 clients and brokers that have no public accessor (pinned, tested). */
 interface ClientInternals { _disconnected?: boolean; _sessionExpiryClamped?: boolean }
 interface BrokerInternals { _takingOver?: Set<string> }
+
+/**
+ * CONNACK 0x89 "Server busy" (MQTT 5) / 3 "Server unavailable" (3.1.1). aedes 2.0.0-beta.1 lets
+ * the authenticate hook pick only the 3.1.1 codes 2-5, so the v5 CONNACK is written here, as
+ * aedes writes its own DISCONNECTs (write, then close in the write callback); the client is
+ * closed before aedes is answered, and aedes then sends nothing more.
+ */
+function refuseBusy (client: Client, done: (err: AuthError, ok: boolean) => void): void {
+  if (client.version !== 5) {
+    done(authError(RC_SERVER_UNAVAILABLE, 'server busy'), false)
+    return
+  }
+  const connack = mqttPacket.generate({ cmd: 'connack', sessionPresent: false, reasonCode: 0x89 }, { protocolVersion: 5 })
+  client.conn.write(connack, () => {
+    client.close(() => done(authError(RC_SERVER_UNAVAILABLE, 'server busy'), false))
+  })
+}
 
 function remoteOf (client: Client): string {
   return (client.conn as Partial<TLSSocket>).remoteAddress ?? 'unknown'
@@ -194,6 +219,11 @@ export function createHooks (opts: HookOptions): { options: Partial<AedesOptions
       log.info({ event: 'login.ok', user: identity.user, clientId: client.id, remote: identity.remoteAddress, protocol: client.version, totpDelta: result.delta, certCN: identity.certCN }, 'login accepted')
       done(null, true)
     }).catch((err: unknown) => {
+      if (err instanceof BastionError && err.code === 'BASTION_ERR_BUSY') {
+        loginFailed(client, 'server_busy', undefined)
+        refuseBusy(client, done)
+        return
+      }
       // Never allow on a fault: the backend could not answer, so the server is unavailable.
       loginFailed(client, 'backend_unavailable', undefined)
       if (!isBackendFault(err)) log.error({ event: 'login.error', err }, 'unexpected login error')

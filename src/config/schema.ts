@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs'
-import { isIP } from 'node:net'
 import { resolve } from 'node:path'
-import { BastionError } from '../errors.js'
+import { bool, fail, host, int, object, oneOf, str, type Raw } from './fields.js'
+import { AUTH_HARDENING_KEYS, parseAuthHardening, parseLimits, parseShutdown, type AuthHardening, type LimitsConfig, type ShutdownConfig } from './hardening.js'
 
 export type TlsVersion = 'TLSv1.2' | 'TLSv1.3'
 
@@ -112,7 +112,7 @@ export interface BastionConfig {
     readonly workers: number
     /** Client ids must start with one of these (Mosquitto's clientid_prefixes); empty: any. */
     readonly clientIdPrefixes: readonly string[]
-  }
+  } & AuthHardening
   readonly acl: {
     readonly policy: AclPolicyName
     readonly metrics: { readonly prefix: string; readonly leaves: readonly string[] }
@@ -125,6 +125,8 @@ export interface BastionConfig {
   readonly will: { readonly serverWill: boolean }
   readonly log: { readonly level: LogLevel }
   readonly monitoring: MonitoringConfig
+  readonly limits: LimitsConfig
+  readonly shutdown: ShutdownConfig
   /** Generate a development CA and server certificate when a TLS listener's files are missing. */
   readonly devCertificates: boolean
 }
@@ -134,53 +136,6 @@ const LOG_LEVELS: readonly LogLevel[] = ['fatal', 'error', 'warn', 'info', 'debu
 
 /** A leaf or prefix is one topic level: no separators, wildcards, `$` or NUL. */
 const TOPIC_LEVEL = /^[^/+#$\u0000]+$/
-
-type Raw = Record<string, unknown>
-
-function fail (key: string, message: string): never {
-  throw new BastionError('BASTION_ERR_CONFIG', `config ${key}: ${message}`)
-}
-
-function object (value: unknown, key: string, allowed: readonly string[]): Raw {
-  if (value === undefined || value === null) return {}
-  if (typeof value !== 'object' || Array.isArray(value)) fail(key, 'must be a mapping')
-  for (const k of Object.keys(value)) {
-    if (!allowed.includes(k)) fail(key === '' ? k : `${key}.${k}`, `unknown key (allowed: ${allowed.join(', ')})`)
-  }
-  return value as Raw
-}
-
-function str (raw: Raw, key: string, path: string, def?: string): string {
-  const v = raw[key] ?? def
-  if (typeof v !== 'string' || v.length === 0) fail(path, 'must be a non-empty string')
-  return v
-}
-
-function bool (raw: Raw, key: string, path: string, def: boolean): boolean {
-  const v = raw[key] ?? def
-  if (typeof v !== 'boolean') fail(path, 'must be true or false')
-  return v
-}
-
-function int (raw: Raw, key: string, path: string, def: number, min: number, max: number): number {
-  const v = raw[key] ?? def
-  if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max) {
-    fail(path, `must be an integer from ${min} to ${max}`)
-  }
-  return v
-}
-
-function oneOf<T extends string> (raw: Raw, key: string, path: string, def: T, allowed: readonly T[]): T {
-  const v = raw[key] ?? def
-  if (typeof v !== 'string' || !allowed.includes(v as T)) fail(path, `must be one of ${allowed.join(', ')}`)
-  return v as T
-}
-
-function host (raw: Raw, path: string, def: string): string {
-  const h = str(raw, 'host', path, def)
-  if (isIP(h) === 0 && !/^[A-Za-z0-9.-]{1,253}$/.test(h)) fail(path, `"${h}" is not an IP address or host name`)
-  return h
-}
 
 function listener (value: unknown, i: number, base: string): ListenerConfig {
   const path = `listeners[${i}]`
@@ -369,14 +324,14 @@ function totpRequired (totp: Raw, s: StoreConfig): boolean {
  * Unknown keys are errors: a typo must never silently fall back to a default.
  */
 export function parseConfig (doc: unknown, base: string, opts: { devCertificates?: boolean; env?: NodeJS.ProcessEnv } = {}): BastionConfig {
-  const root = object(doc, '', ['listeners', 'auth', 'acl', 'sessions', 'will', 'log', 'monitoring', 'devCertificates'])
+  const root = object(doc, '', ['listeners', 'auth', 'acl', 'sessions', 'will', 'log', 'monitoring', 'limits', 'shutdown', 'devCertificates'])
 
   const rawListeners = root.listeners ?? [{ type: 'tls' }]
   if (!Array.isArray(rawListeners) || rawListeners.length === 0) fail('listeners', 'must be a non-empty list')
   const listeners = rawListeners.map((l, i) => listener(l, i, base))
   if (!listeners.some((l) => l.type === 'tls')) fail('listeners', 'needs at least one tls listener')
 
-  const auth = object(root.auth, 'auth', ['store', 'totp', 'workers', 'clientIdPrefixes'])
+  const auth = object(root.auth, 'auth', ['store', 'totp', 'workers', 'clientIdPrefixes', ...AUTH_HARDENING_KEYS])
   const totp = object(auth.totp, 'auth.totp', ['window', 'replayProtection', 'required'])
   const userStore = store(auth.store, base, opts.env ?? {})
   const required = totpRequired(totp, userStore)
@@ -414,7 +369,8 @@ export function parseConfig (doc: unknown, base: string, opts: { devCertificates
         required
       }),
       workers: int(auth, 'workers', 'auth.workers', 0, 0, 64),
-      clientIdPrefixes: Object.freeze([...prefixes as string[]])
+      clientIdPrefixes: Object.freeze([...prefixes as string[]]),
+      ...parseAuthHardening(auth)
     }),
     acl: Object.freeze({
       policy,
@@ -431,6 +387,8 @@ export function parseConfig (doc: unknown, base: string, opts: { devCertificates
       host: host(monitoring, 'monitoring.host', '127.0.0.1'),
       port: int(monitoring, 'port', 'monitoring.port', 9464, 0, 65535)
     }),
+    limits: parseLimits(root.limits),
+    shutdown: parseShutdown(root.shutdown),
     devCertificates: bool(root, 'devCertificates', 'devCertificates', opts.devCertificates ?? false)
   })
 }
