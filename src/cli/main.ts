@@ -32,6 +32,10 @@ async function main (argv: string[]): Promise<void> {
   const [cmd, ...rest] = argv
   switch (cmd) {
     case undefined:
+      // A missing command is a usage error (scripts must not mistake it for success).
+      process.stderr.write(HELP)
+      process.exitCode = 2
+      return
     case '--help':
     case '-h':
     case 'help':
