@@ -5,8 +5,9 @@ import type { AclPolicy } from '../acl/policy.js'
 import { BastionError } from '../errors.js'
 import type { CertificateIdentity } from '../config/schema.js'
 import type { Logger } from '../log.js'
-import { USERNAME_PATTERN, type Action, type Decision, type Identity, type LoginFailure } from '../types.js'
+import type { Action, Decision, Identity, LoginFailure } from '../types.js'
 import type { Authenticator, LoginResult } from './authenticator.js'
+import { certCommonName, certificateLogin } from './certificate-identity.js'
 import { isBackendFault } from './login.js'
 
 export interface HookOptions {
@@ -84,30 +85,6 @@ function remoteOf (client: Client): string {
   return (client.conn as Partial<TLSSocket>).remoteAddress ?? 'unknown'
 }
 
-function certCommonName (client: Client): string | undefined {
-  const sock = client.conn as Partial<TLSSocket>
-  if (sock.authorized !== true || typeof sock.getPeerCertificate !== 'function') return undefined
-  const cn = sock.getPeerCertificate().subject?.CN
-  return typeof cn === 'string' ? cn : undefined
-}
-
-/** The verified certificate's subject in RFC 2253 order (most specific first), as Mosquitto prints it. */
-function certSubject (client: Client): string | undefined {
-  const sock = client.conn as Partial<TLSSocket>
-  if (sock.authorized !== true || typeof sock.getPeerX509Certificate !== 'function') return undefined
-  const subject = sock.getPeerX509Certificate()?.subject
-  return subject === undefined ? undefined : subject.split('\n').reverse().join(',')
-}
-
-/** The account part of an MQTT username: before the last `|` when there is one. */
-function accountOf (username: string): string {
-  const i = username.lastIndexOf('|')
-  return i < 0 ? username : username.slice(0, i)
-}
-
-// A subject becomes a topic level in policies and wills: nothing that leaves a level.
-const SUBJECT_PATTERN = /^[^/+#$\u0000]{1,256}$/
-
 /**
  * The one adapter between aedes and our decisions: login results and ACL decisions become
  * CONNACK / SUBACK / PUBACK codes here, and every refusal is logged here, once.
@@ -159,22 +136,8 @@ export function createHooks (opts: HookOptions): { options: Partial<AedesOptions
 
   /** Who the client is: from the certificate alone, or a login (bound to the certificate's CN). */
   async function identify (client: Client, mode: CertificateIdentity, username: string | undefined, password: Buffer | undefined): Promise<LoginResult> {
-    if (mode === 'cn' || mode === 'subject') {
-      // Mosquitto's use_identity_as_username / use_subject_as_username: the CA vouches for the
-      // user; username and password are not checked.
-      const user = mode === 'cn' ? certCommonName(client) : certSubject(client)
-      if (user === undefined) return { ok: false, reason: 'no_certificate' }
-      if (!(mode === 'cn' ? USERNAME_PATTERN : SUBJECT_PATTERN).test(user)) return { ok: false, reason: 'invalid_username' }
-      return { ok: true, user }
-    }
-    if (mode === 'bound' && username !== undefined && username !== '') {
-      // Checked before any password work so a stolen certificate cannot be used to probe
-      // another account's password, and no code is burnt.
-      const cn = certCommonName(client)
-      if (cn === undefined) return { ok: false, reason: 'no_certificate' }
-      if (cn !== accountOf(username)) return { ok: false, reason: 'certificate_mismatch', user: USERNAME_PATTERN.test(cn) ? cn : undefined }
-    }
-    return await opts.authenticator.login({ username, password, clientId: client.id, remoteAddress: remoteOf(client) })
+    return certificateLogin(client.conn, mode, username) ??
+      await opts.authenticator.login({ username, password, clientId: client.id, remoteAddress: remoteOf(client) })
   }
 
   const authenticate: AedesOptions['authenticate'] = (client, username, password, done) => {
@@ -196,7 +159,7 @@ export function createHooks (opts: HookOptions): { options: Partial<AedesOptions
         user: result.user,
         clientId: client.id,
         remoteAddress: remoteOf(client),
-        certCN: certCommonName(client),
+        certCN: certCommonName(client.conn),
         hasWill: connect.will !== undefined,
         // With a certificate identity the certificate names the user, as Mosquitto replaces the
         // username: a backend must never see (and authorize) what the client typed instead.
