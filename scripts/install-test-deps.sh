@@ -10,6 +10,8 @@
 #   systemd            (systemd-analyze verify checks scripts/mqtt-bastion.service; nothing is started)
 #   mariadb-server     (mariadbd + mariadb-install-db: the MySQL tests start a throwaway server;
 #                       nothing here starts or enables the system service)
+#   fail2ban           (fail2ban-regex runs scripts/fail2ban/filter.d against real broker logs;
+#                       its ban daemon is neither started nor left enabled)
 # Does nothing when they are present; installs them with apt-get when run as root;
 # otherwise names what is missing and exits 1.
 set -euo pipefail
@@ -23,6 +25,7 @@ command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
 /usr/bin/python3 -c 'import paho.mqtt' >/dev/null 2>&1 || missing+=(python3-paho-mqtt)
 /usr/bin/python3 -c 'import pyotp' >/dev/null 2>&1 || missing+=(python3-pyotp)
+command -v fail2ban-regex >/dev/null 2>&1 || missing+=(fail2ban)
 if ! command -v mariadbd >/dev/null 2>&1 && [ ! -x /usr/sbin/mariadbd ] || ! command -v mariadb-install-db >/dev/null 2>&1; then
   missing+=(mariadb-server)
 fi
@@ -36,5 +39,21 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 echo "install-test-deps: installing ${missing[*]}" >&2
 export DEBIAN_FRONTEND=noninteractive
+# Maintainer scripts start services through invoke-rc.d / deb-systemd-invoke, which both obey
+# policy-rc.d (exit 101 = do not start). Docker's Debian images ship one; elsewhere one is put
+# in place for this install only. Without it fail2ban's postinst starts its daemon with the sshd
+# jail: on a host without /var/log/auth.log that start fails and so does the install, on
+# others a ban daemon would start acting on the firewall.
+if [ ! -e /usr/sbin/policy-rc.d ]; then
+  trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+  trap 'exit 130' INT TERM HUP
+  printf '#!/bin/sh\n# install-test-deps: no service starts during this install\nexit 101\n' >/usr/sbin/policy-rc.d
+  chmod 755 /usr/sbin/policy-rc.d
+fi
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+# The package also enables fail2ban.service (and its SysV links) for the next boot; the tests
+# only need fail2ban-regex. systemctl disable edits the links without a running systemd.
+if [[ " ${missing[*]} " == *" fail2ban "* ]] && command -v systemctl >/dev/null 2>&1; then
+  systemctl disable --quiet fail2ban.service 2>/dev/null || true
+fi
