@@ -10,8 +10,12 @@ export interface LoginRequest {
 }
 
 export type LoginResult =
-  /** `delta`: TOTP clock drift in steps, where a code was checked. */
-  | { ok: true; user: string; delta?: number }
+  /**
+   * `delta`: TOTP clock drift in steps, where a code was checked. `fingerprint`: an opaque
+   * digest of the credentials the login was checked against, where a store keeps them, so a live
+   * session can be ended when they change (never logged).
+   */
+  | { ok: true; user: string; delta?: number; fingerprint?: string }
   /** `user` is the claimed name when it was well-formed (for the log); never the code. */
   | { ok: false; reason: LoginFailure; user?: string }
 

@@ -8,6 +8,7 @@ import type { Logger } from '../log.js'
 import type { Action, Decision, Identity, LoginFailure } from '../types.js'
 import type { Authenticator, LoginResult } from './authenticator.js'
 import { certCommonName, certificateLogin } from './certificate-identity.js'
+import { createSessionRegistry, type SessionRegistry } from './sessions.js'
 import { isBackendFault } from './login.js'
 
 export interface HookOptions {
@@ -24,6 +25,8 @@ export interface HookOptions {
   serverWillTopic?: (user: string) => string
   /** Told of each login, refusal and delivery (metrics); must not throw. */
   onEvent?: (event: HookEvent) => void
+  /** Who holds which client id (takeover, auth.clientIdBinding, revocation); default: a registry without re-checks. */
+  sessions?: SessionRegistry
 }
 
 /**
@@ -95,6 +98,7 @@ export function createHooks (opts: HookOptions): { options: Partial<AedesOptions
   const identities = new WeakMap<Client, Identity>()
   const pending = new WeakMap<Client, PendingConnect>()
   const readDenials = new WeakMap<Client, Set<string>>()
+  const sessions = opts.sessions ?? createSessionRegistry({ log })
 
   function denied (client: Client, identity: Identity | undefined, action: Action | 'will', topic: string, reason: string): void {
     emit({ type: 'acl.denied', action })
@@ -175,6 +179,13 @@ export function createHooks (opts: HookOptions): { options: Partial<AedesOptions
           return done(authError(RC_NOT_AUTHORIZED, 'will topic not authorized'), false)
         }
       }
+      // After every await: admitting is synchronous, so of two logins racing for one id only
+      // the first holds it.
+      const refusal = sessions.admit(client, { user: identity.user, remote: identity.remoteAddress, ...(result.fingerprint === undefined ? {} : { fingerprint: result.fingerprint }) })
+      if (refusal !== undefined) {
+        loginFailed(client, refusal, result.user)
+        return done(authError(RC_IDENTIFIER_REJECTED, 'client identifier not valid'), false)
+      }
       identities.set(client, identity)
       // [MQTT-3.2.2-3.2] tell a v5 client the Session Expiry we applied when it differs.
       if (connect.expiryClamped) (client as unknown as ClientInternals)._sessionExpiryClamped = true
@@ -204,7 +215,8 @@ export function createHooks (opts: HookOptions): { options: Partial<AedesOptions
       const { willDelayInterval: _drop, ...rest } = packet.properties as Record<string, unknown>
       packet.properties = rest
     }
-    if (identity === undefined || client === null) {
+    // A revoked user's will (or last packets) is not published on its behalf.
+    if (identity === undefined || client === null || sessions.isRevoked(client)) {
       done(new Error('not authorized'))
       return
     }
@@ -270,7 +282,7 @@ export function createHooks (opts: HookOptions): { options: Partial<AedesOptions
       if (identity === undefined) return
       const clean = (client as unknown as ClientInternals)._disconnected === true
       const takenOver = (broker as unknown as BrokerInternals)._takingOver?.has(client.id) === true
-      if (clean || takenOver || broker.closed) return
+      if (clean || takenOver || broker.closed || sessions.isRevoked(client)) return
       log.info({ event: 'client.unclean_disconnect', user: identity.user, clientId: client.id, remote: identity.remoteAddress }, 'client dropped without DISCONNECT')
       if (identity.hasWill || opts.serverWillTopic === undefined) return
       const topic = opts.serverWillTopic(identity.user)

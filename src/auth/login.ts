@@ -1,7 +1,8 @@
+import { createHash } from 'node:crypto'
 import { BastionError } from '../errors.js'
 import type { PasswordPool } from '../crypto/password-pool.js'
 import { verifyCode } from '../crypto/totp.js'
-import type { UserStore } from '../stores/store.js'
+import type { UserRecord, UserStore } from '../stores/store.js'
 import { USERNAME_PATTERN } from '../types.js'
 import type { Authenticator, LoginResult } from './authenticator.js'
 
@@ -25,6 +26,14 @@ export function parseUsername (raw: string): { user: string; code: string } | un
   const i = raw.lastIndexOf('|')
   if (i < 0) return undefined
   return { user: raw.slice(0, i), code: raw.slice(i + 1) }
+}
+
+/**
+ * What a live session was granted on: a digest, so the credentials themselves are not kept
+ * beside each connection. `lastStep` is left out: every login moves it.
+ */
+export function credentialFingerprint (record: UserRecord): string {
+  return createHash('sha256').update(`${record.passwordHash}\0${record.totpSecret ?? ''}\0${record.enabled ? 1 : 0}`).digest('base64url')
 }
 
 /**
@@ -52,7 +61,7 @@ export async function login (deps: LoginDeps, username: string | undefined, pass
   if (record === undefined) return { ok: false, reason: 'unknown_user', user }
   if (!passwordOk) return { ok: false, reason: 'bad_password', user }
   if (!record.enabled) return { ok: false, reason: 'disabled_user', user }
-  if (code === undefined) return { ok: true, user }
+  if (code === undefined) return { ok: true, user, fingerprint: credentialFingerprint(record) }
   // TOTP is required but this account has no secret (a password file without a TOTP file).
   if (record.totpSecret === undefined) return { ok: false, reason: 'totp_not_configured', user }
 
@@ -61,7 +70,7 @@ export async function login (deps: LoginDeps, username: string | undefined, pass
   if (deps.totp.replayProtection && !(await deps.store.claimStep(user, match.step))) {
     return { ok: false, reason: 'replayed_otp', user }
   }
-  return { ok: true, user, delta: match.delta }
+  return { ok: true, user, delta: match.delta, fingerprint: credentialFingerprint(record) }
 }
 
 export function isBackendFault (err: unknown): boolean {
