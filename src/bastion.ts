@@ -7,6 +7,7 @@ import { createHooks } from './auth/hooks.js'
 import type { Authenticator } from './auth/authenticator.js'
 import { createGoAuthClient, createHttpAuthenticator, type GoAuthClient } from './auth/http-backend.js'
 import { createStoreAuthenticator } from './auth/login.js'
+import { createSessionRegistry } from './auth/sessions.js'
 import { createHttpAclPolicy } from './acl/http.js'
 import { createMetricsPolicy } from './acl/metrics.js'
 import { createMosquittoAclPolicy } from './acl/mosquitto-acl.js'
@@ -157,8 +158,17 @@ export async function createBastion (config: BastionConfig, opts: BastionOptions
     const l = typeof socket === 'object' && socket !== null ? origin.get(socket) : undefined
     return l?.type === 'tls' ? l.certificateIdentity : 'none'
   }
+  // Re-checks read the store itself, not the timed view: they are not logins.
+  const sessions = createSessionRegistry({
+    log: log.child({ module: 'auth' }),
+    clientIdBinding: config.auth.clientIdBinding,
+    recheckInterval: config.auth.recheckInterval,
+    ...(store === undefined ? {} : { store }),
+    ...(metrics === undefined ? {} : { onEvent: metrics.onEvent })
+  })
   const hooks = createHooks({
     authenticator,
+    sessions,
     policy,
     clientIdPrefixes: config.auth.clientIdPrefixes,
     certificateIdentity,
@@ -180,6 +190,7 @@ export async function createBastion (config: BastionConfig, opts: BastionOptions
     await store?.ping().catch((err: Error) => log.warn({ event: 'store.check_failed', reason: err.message }, 'user store did not answer at start'))
     broker = await Aedes.createBroker({ ...hooks.options })
     hooks.attach(broker)
+    sessions.start()
     metrics?.attach(broker)
     ;(broker as unknown as EventEmitter).on('error', (err: Error) => log.error({ event: 'broker.error', err }, 'broker error'))
     const b = broker
@@ -207,6 +218,7 @@ export async function createBastion (config: BastionConfig, opts: BastionOptions
       monitoring = await startMonitoringServer(config.monitoring, { metrics, health, log: log.child({ module: 'monitoring' }) })
     }
   } catch (err) {
+    sessions.close()
     await monitoring?.close()
     await Promise.all(listeners.map(async (l) => await l.close()))
     if (broker !== undefined) await new Promise<void>((resolve) => broker?.close(() => resolve()))
@@ -238,9 +250,12 @@ export async function createBastion (config: BastionConfig, opts: BastionOptions
           log.error({ event: 'reload.failed', what, reason: (err as Error).message }, `${what} not reloaded; the previous one keeps serving`)
         }
       }
+      // A reloaded password file may have dropped or changed users: end their sessions now.
+      if (config.auth.recheckInterval > 0) await sessions.recheck()
     },
     close () {
       closing ??= (async () => {
+        sessions.close()
         // Reverse order of start: the monitoring listener came up last.
         await monitoring?.close()
         // Stop accepting first; server.close() resolves once the broker has dropped its clients.

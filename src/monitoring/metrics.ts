@@ -64,6 +64,7 @@ export function createMetrics (opts: MetricsOptions): BrokerMetrics {
   for (const action of ['publish', 'subscribe', 'read', 'will']) denials.inc({ action }, 0)
   const received = new Counter({ name: 'bastion_messages_received_total', help: 'PUBLISH packets accepted from clients (wills included).', registers })
   const delivered = new Counter({ name: 'bastion_messages_delivered_total', help: 'PUBLISH packets sent to subscribers (counted when the read check allows the delivery).', registers })
+  const revoked = new Counter({ name: 'bastion_sessions_revoked_total', help: 'Live sessions ended (DISCONNECT 0x98) because their user was disabled, removed or given new credentials.', registers })
   new Counter({
     name: 'bastion_lockouts_total',
     help: 'Accounts locked out after repeated failed logins. Always 0 for now: this broker has no brute-force lockout yet.',
@@ -134,6 +135,9 @@ export function createMetrics (opts: MetricsOptions): BrokerMetrics {
           break
         case 'delivery':
           delivered.inc()
+          break
+        case 'revoked':
+          revoked.inc()
           break
       }
     },
