@@ -7,6 +7,8 @@ import { createHooks } from './auth/hooks.js'
 import type { Authenticator } from './auth/authenticator.js'
 import { createGoAuthClient, createHttpAuthenticator, type GoAuthClient } from './auth/http-backend.js'
 import { createStoreAuthenticator } from './auth/login.js'
+import { createLockout, type LockoutScope } from './auth/lockout.js'
+import { createLoginQueue } from './auth/login-queue.js'
 import { createSessionRegistry } from './auth/sessions.js'
 import { createHttpAclPolicy } from './acl/http.js'
 import { createMetricsPolicy } from './acl/metrics.js'
@@ -148,9 +150,19 @@ export async function createBastion (config: BastionConfig, opts: BastionOptions
     await release()
     throw err
   }
-  authenticator = s.type === 'http'
+  const lockout = createLockout({
+    ...config.auth.lockout,
+    splitCode: s.type === 'http' || config.auth.totp.required,
+    log: log.child({ module: 'auth' }),
+    ...(metrics === undefined ? {} : { onLockout: (scope: LockoutScope) => metrics.onEvent({ type: 'lockout', scope }) })
+  })
+  const queue = createLoginQueue({ ...config.auth.loginQueue, workers: config.auth.workers })
+  // A locked-out attempt is refused before it queues (no slot, no bcrypt) and once more when it
+  // gets a slot, so guesses that waited see the failures recorded meanwhile. Closing the
+  // outermost authenticator closes every layer.
+  authenticator = lockout.wrap(queue.wrap(lockout.recheck(s.type === 'http'
     ? createHttpAuthenticator(s, log.child({ module: 'auth' }), backend)
-    : createStoreAuthenticator({ store: metrics === undefined ? store as UserStore : timedStore(store as UserStore, s.type, metrics), passwords, totp: config.auth.totp })
+    : createStoreAuthenticator({ store: metrics === undefined ? store as UserStore : timedStore(store as UserStore, s.type, metrics), passwords, totp: config.auth.totp }))))
   const prefix = config.acl.metrics.prefix
   // Which listener each socket came in on, for the certificate identity mode of that listener.
   const origin = new WeakMap<object, ListenerConfig>()

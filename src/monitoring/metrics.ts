@@ -65,11 +65,13 @@ export function createMetrics (opts: MetricsOptions): BrokerMetrics {
   const received = new Counter({ name: 'bastion_messages_received_total', help: 'PUBLISH packets accepted from clients (wills included).', registers })
   const delivered = new Counter({ name: 'bastion_messages_delivered_total', help: 'PUBLISH packets sent to subscribers (counted when the read check allows the delivery).', registers })
   const revoked = new Counter({ name: 'bastion_sessions_revoked_total', help: 'Live sessions ended (DISCONNECT 0x98) because their user was disabled, removed or given new credentials.', registers })
-  new Counter({
+  const lockouts = new Counter({
     name: 'bastion_lockouts_total',
-    help: 'Accounts locked out after repeated failed logins. Always 0 for now: this broker has no brute-force lockout yet.',
+    help: 'Lockouts started after repeated failed logins (auth.lockout), by scope: user = an account, ip = a source address.',
+    labelNames: ['scope'] as const,
     registers
   })
+  for (const scope of ['user', 'ip']) lockouts.inc({ scope }, 0)
   const drift = new Counter({
     name: 'bastion_totp_window_edge_logins_total',
     help: 'Logins whose TOTP code matched only at the edge of auth.totp.window: a device clock drifting away.',
@@ -138,6 +140,9 @@ export function createMetrics (opts: MetricsOptions): BrokerMetrics {
           break
         case 'revoked':
           revoked.inc()
+          break
+        case 'lockout':
+          lockouts.inc({ scope: event.scope })
           break
       }
     },
