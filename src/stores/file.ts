@@ -1,4 +1,5 @@
 import { open, readFile, rename, stat, mkdir, unlink } from 'node:fs/promises'
+import { setTimeout as sleep } from 'node:timers/promises'
 import { dirname, basename, join } from 'node:path'
 import { randomBytes } from 'node:crypto'
 import { BastionError } from '../errors.js'
@@ -7,6 +8,10 @@ import type { UserPatch, UserRecord, UserStore } from './store.js'
 
 type StoredUser = UserRecord
 interface FileShape { version: 1; users: StoredUser[] }
+
+// A read-modify-write takes milliseconds; a lock older than this was left by a crashed process.
+const STALE_LOCK_MS = 10_000
+const LOCK_WAIT_MS = 5_000
 
 /**
  * The embedded store: one JSON file, rewritten whole and atomically (temp file, fsync, rename)
@@ -70,13 +75,40 @@ export function createFileStore (path: string): UserStore {
     cache = undefined
   }
 
+  /**
+   * The broker (a TOTP step on every login) and the CLI (user disable) both rewrite the file:
+   * without a lock between processes the later rename silently undoes the other's change.
+   */
+  async function locked<T> (fn: () => Promise<T>): Promise<T> {
+    const lock = `${path}.lock`
+    await mkdir(dirname(path), { recursive: true, mode: 0o700 })
+    const deadline = Date.now() + LOCK_WAIT_MS
+    for (;;) {
+      try {
+        await (await open(lock, 'wx', 0o600)).close()
+        break
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw storeError(err)
+      }
+      const age = await stat(lock).then((s) => Date.now() - s.mtimeMs, () => 0)
+      if (age > STALE_LOCK_MS) await unlink(lock).catch(() => {})
+      else if (Date.now() > deadline) throw new BastionError('BASTION_ERR_USER_STORE', `user store ${path} is locked by another process (${lock}); remove the lock file if no mqtt-bastion is running`)
+      else await sleep(5 + Math.random() * 20)
+    }
+    try {
+      return await fn()
+    } finally {
+      await unlink(lock).catch(() => {})
+    }
+  }
+
   function mutate<T> (fn: (doc: FileShape) => T): Promise<T> {
-    const run = queue.then(async () => {
+    const run = queue.then(async () => await locked(async () => {
       const doc = structuredClone(await load())
       const result = fn(doc)
       await write(doc)
       return result
-    })
+    }))
     queue = run.catch(() => {})
     return run
   }
