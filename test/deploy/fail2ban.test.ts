@@ -244,4 +244,36 @@ if (!haveFail2ban) {
     t.match(fileJail, "['set', 'mqtt-bastion-file', 'maxretry', 20]")
     t.notMatch(fileJail, "['add', 'mqtt-bastion',", 'the journal jail is off')
   })
+
+  t.test('fail2ban-server with the file jail bans ::1 from the broker\'s log, and nothing named in a clientId', async (t) => {
+    const conf = join(dir, 'fail2ban-run')
+    cpSync('/etc/fail2ban', conf, { recursive: true })
+    for (const f of readdirSync(join(conf, 'jail.d'))) rmSync(join(conf, 'jail.d', f))
+    cpSync(FILTER, join(conf, 'filter.d', 'mqtt-bastion.conf'))
+    cpSync(JAIL, join(conf, 'jail.d', 'mqtt-bastion.local'))
+    // A private server: own socket, no database, and the dummy action writes bans to a file
+    // instead of touching the firewall.
+    writeFileSync(join(conf, 'fail2ban.local'), `[Definition]\nlogtarget = ${join(dir, 'fail2ban.log')}\nsocket = ${join(dir, 'f2b.sock')}\npidfile = ${join(dir, 'f2b.pid')}\ndbfile = :memory:\n`)
+    // The log holds 7 counted events from ::1 and 3 from 127.0.0.1 (the first test): 7 bans
+    // ::1 only. Loopback is normally ignored (ignoreself); here it is all there is.
+    const bans = join(dir, 'bans')
+    writeFileSync(join(conf, 'jail.d', 'zz-test.local'), `[DEFAULT]\nignoreself = false\nbanaction = dummy[target=${bans}]\n` +
+      `[mqtt-bastion]\nenabled = false\n[mqtt-bastion-file]\nenabled = true\nlogpath = ${logFile}\nmaxretry = 7\n`)
+    const server = spawn('fail2ban-server', ['-f', '-x', '-c', conf, 'start'], { stdio: 'ignore' })
+    const exited = new Promise((resolve) => server.once('exit', resolve))
+    t.teardown(() => { server.kill() })
+    const banned = async (): Promise<string[]> => {
+      const r = await tool('fail2ban-client', ['-c', conf, 'status', 'mqtt-bastion-file'])
+      return (/Banned IP list:\s*(.*)/.exec(r.stdout)?.[1] ?? '').split(/\s+/).filter((ip) => ip !== '')
+    }
+    let list: string[] = []
+    for (let i = 0; i < 100 && list.length === 0; i++) {
+      await new Promise((resolve) => setTimeout(resolve, 100))
+      list = await banned()
+    }
+    t.same(list, ['::1'], 'banned: ::1 (7 failures), not 127.0.0.1 (3)')
+    t.same(readFileSync(bans, 'utf8').split('\n').filter((l) => l.startsWith('+')), ['+::1'], 'the action was told to ban ::1 only')
+    t.equal((await tool('fail2ban-client', ['-c', conf, 'stop'])).code, 0, 'fail2ban-client stop')
+    await exited
+  })
 }
