@@ -179,8 +179,7 @@ export function createHooks (opts: HookOptions): { options: Partial<AedesOptions
           return done(authError(RC_NOT_AUTHORIZED, 'will topic not authorized'), false)
         }
       }
-      // After every await: admitting is synchronous, so of two logins racing for one id only
-      // the first holds it.
+      // After the last await: of two logins racing for one id, the first to get here holds it.
       const refusal = sessions.admit(client, { user: identity.user, remote: identity.remoteAddress, ...(result.fingerprint === undefined ? {} : { fingerprint: result.fingerprint }) })
       if (refusal !== undefined) {
         loginFailed(client, refusal, result.user)
