@@ -16,6 +16,16 @@ export interface Listener {
 
 export type ConnectionHandler = (socket: Socket) => void
 
+/** What a listener applies to a socket before the broker sees it (config `limits`). */
+export interface ListenerLimits {
+  /** Asked once per accepted socket, before any TLS work: false means refuse (the listener destroys it). */
+  admit (socket: Socket): boolean
+  /** Milliseconds a TLS handshake may take. */
+  readonly tlsHandshakeTimeout: number
+  /** Told of a TLS handshake that did not finish in time (the socket is closed). */
+  handshakeTimedOut (remote: string | undefined): void
+}
+
 /** Binds `server`, turning EADDRINUSE and friends into one line that names the address. */
 export async function bind (server: Server, type: 'tls' | 'tcp', host: string, port: number): Promise<Listener> {
   await new Promise<void>((resolve, reject) => {

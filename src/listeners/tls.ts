@@ -1,9 +1,10 @@
 import { readFileSync } from 'node:fs'
+import { createServer as createNetServer } from 'node:net'
 import { createSecureContext, createServer, type SecureContextOptions, type TLSSocket } from 'node:tls'
 import type { TlsListenerConfig } from '../config/schema.js'
 import { BastionError } from '../errors.js'
 import type { Logger } from '../log.js'
-import { bind, type ConnectionHandler, type Listener } from './listener.js'
+import { bind, type ConnectionHandler, type Listener, type ListenerLimits } from './listener.js'
 
 function read (path: string, what: string): Buffer {
   try {
@@ -39,9 +40,10 @@ function contextOptions (cfg: TlsListenerConfig): SecureContextOptions {
   return options
 }
 
-export async function startTlsListener (cfg: TlsListenerConfig, handle: ConnectionHandler, log: Logger): Promise<Listener> {
+export async function startTlsListener (cfg: TlsListenerConfig, handle: ConnectionHandler, log: Logger, limits?: ListenerLimits): Promise<Listener> {
   const server = createServer({
     ...contextOptions(cfg),
+    ...(limits === undefined ? {} : { handshakeTimeout: limits.tlsHandshakeTimeout }),
     requestCert: cfg.requireClientCertificate,
     // Verified here rather than by Node's rejectUnauthorized, which drops the socket without
     // saying why: the operator needs to see "CERT_REVOKED" or "UNABLE_TO_VERIFY_LEAF_SIGNATURE".
@@ -56,10 +58,27 @@ export async function startTlsListener (cfg: TlsListenerConfig, handle: Connecti
   })
 
   server.on('tlsClientError', (err: NodeJS.ErrnoException, socket: TLSSocket) => {
-    log.info({ event: 'tls.handshake_failed', remote: socket.remoteAddress, reason: err.code ?? err.message }, 'TLS handshake failed')
+    const remote = socket.remoteAddress
+    // Node only reports a handshake timeout; the socket would stay open until the peer leaves.
+    socket.destroy()
+    if (err.code === 'ERR_TLS_HANDSHAKE_TIMEOUT' && limits !== undefined) {
+      limits.handshakeTimedOut(remote)
+      return
+    }
+    log.info({ event: 'tls.handshake_failed', remote, reason: err.code ?? err.message }, 'TLS handshake failed')
+  })
+  // A plain TCP server accepts and counts first: a socket over a connection limit is dropped
+  // before it costs a TLS handshake. Admitted ones are handed to the TLS server (Node documents
+  // emitting 'connection' for injecting sockets).
+  const front = createNetServer((socket) => {
+    if (limits !== undefined && !limits.admit(socket)) {
+      socket.destroy()
+      return
+    }
+    server.emit('connection', socket)
   })
   // Object.assign keeps bind()'s `listening` getter live (a spread would copy its value once).
-  const listener: Listener = Object.assign(await bind(server, 'tls', cfg.host, cfg.port), {
+  const listener: Listener = Object.assign(await bind(front, 'tls', cfg.host, cfg.port), {
     async reload () {
       // New handshakes use the new files; established connections keep theirs. A broken file
       // throws here and the old context keeps serving.
