@@ -1,0 +1,257 @@
+import { performance } from 'node:perf_hooks'
+import type { Socket } from 'node:net'
+import type { Aedes, AedesOptions, Client, ConnectPacket, PublishPacket } from 'aedes'
+import type { HookEvent } from '../auth/hooks.js'
+import type { LimitsConfig } from '../config/hardening.js'
+import type { Logger } from '../log.js'
+import type { Identity } from '../types.js'
+import { DISCONNECT_GRACE_MS, disconnectWithin, RC_MESSAGE_RATE_TOO_HIGH } from './disconnect.js'
+import { createQueueGuard } from './queue.js'
+import { createPublishBucket, type PublishBucket } from './rate.js'
+import type { LimitReporter } from './report.js'
+
+export interface GuardOptions {
+  limits: LimitsConfig
+  report: LimitReporter
+  /** For the login.failed line of a refused keepalive (other refusals are the hooks'). */
+  log: Logger
+  onEvent?: (event: HookEvent) => void
+  /** Who a logged-in client is (the auth hooks know), for the log lines. */
+  identityOf?: (client: Client) => Identity | undefined
+  /** Monotonic milliseconds; tests may replace it. */
+  now?: () => number
+}
+
+export interface Guards {
+  /** aedes options: the broker's own limits plus the given hooks wrapped by ours. */
+  readonly options: Partial<AedesOptions>
+  /** Logs the limits aedes enforces itself (packet size, CONNECT timeout). */
+  attach (broker: Aedes): void
+  /** Called for each socket handed to the broker. */
+  accept (socket: Socket): void
+}
+
+// CONNACK return codes (3.1.1) the authenticate hook may give; aedes maps them for MQTT 5.
+const RC_IDENTIFIER_REJECTED = 2 // [0x85]
+const RC_NOT_AUTHORIZED = 5 // [0x87]
+
+/** aedes' own limits: [MQTT-3.1.4] CONNECT timeout, Server Keep Alive (v5), Maximum Packet Size. */
+export function aedesLimitOptions (limits: LimitsConfig): Partial<AedesOptions> {
+  return {
+    connectTimeout: limits.connectTimeout * 1000,
+    keepaliveLimit: limits.maxKeepAlive,
+    maximumPacketSize: limits.maxPacketSize
+    // maxTopicLevels stays at aedes' 100: below that our guards refuse with a SUBACK / PUBACK
+    // code and a log line, where aedes would only close the connection.
+  }
+}
+
+interface ConnectRefusal { returnCode: 2 | 5; limit: 'keepalive' | 'topic'; fields: Record<string, unknown>; msg: string }
+interface RateState {
+  bucket: PublishBucket
+  /** Publishes passed on to the auth hooks whose answer (and PUBACK) is still to come. */
+  inflight: number
+  kicked?: { closed: boolean; waiting: Array<() => void>; disconnect?: () => void }
+}
+interface ClientInternals { subscriptions?: Record<string, unknown> }
+interface LimitError extends Error { size?: number; maximumPacketSize?: number }
+
+function authError (returnCode: 2 | 5, message: string): Error & { returnCode: 2 | 5 } {
+  return Object.assign(new Error(message), { returnCode })
+}
+
+function topicSize (topic: string): { length: number; levels: number } {
+  let levels = 1
+  for (let i = 0; i < topic.length; i++) if (topic.charCodeAt(i) === 47) levels++
+  return { length: Buffer.byteLength(topic, 'utf8'), levels }
+}
+
+/**
+ * Checks the limits before the auth hooks see a CONNECT, PUBLISH or SUBSCRIBE, and before a
+ * delivery; anything over a limit never reaches them. Every refusal is reported (event + log).
+ */
+export function createGuards (inner: Partial<AedesOptions>, opts: GuardOptions): Guards {
+  const { limits, report } = opts
+  const now = opts.now ?? (() => performance.now())
+  const emit = opts.onEvent ?? (() => {})
+  const remotes = new WeakMap<object, string>()
+  const refusals = new WeakMap<Client, ConnectRefusal>()
+  const rates = new WeakMap<Client, RateState>()
+  const reserved = new WeakMap<Client, Set<string>>()
+  // Clients we are disconnecting: nothing more is delivered to them after the DISCONNECT.
+  const leaving = new WeakSet<Client>()
+  const queue = createQueueGuard(limits.maxQueuedBytes, (client, queuedBytes) => {
+    report.hit('queue', client.id, 'warn', { ...who(client), queuedBytes, max: limits.maxQueuedBytes }, 'client disconnected: too many bytes waiting to be sent')
+  })
+
+  const remoteOf = (client: Client): string => remotes.get(client.conn) ?? (client.conn as Partial<Socket>).remoteAddress ?? 'unknown'
+  const who = (client: Client): Record<string, unknown> => ({ user: opts.identityOf?.(client)?.user, clientId: client.id, remote: remoteOf(client) })
+  const topicTooBig = (t: { length: number; levels: number }): boolean => t.length > limits.maxTopicLength || t.levels > limits.maxTopicLevels
+
+  const preConnect: AedesOptions['preConnect'] = (client, packet: ConnectPacket, done) => {
+    const max = limits.maxKeepAlive
+    // MQTT 5 clients are told Server Keep Alive by aedes; 3.1.1 has no way to say it, so, as
+    // Mosquitto's max_keepalive does, the CONNECT is refused (keepalive 0 would mean never).
+    const keepalive = packet.keepalive ?? 0
+    if (packet.protocolVersion !== 5 && (keepalive === 0 || keepalive > max)) {
+      refusals.set(client, { returnCode: RC_IDENTIFIER_REJECTED, limit: 'keepalive', fields: { requested: keepalive, max }, msg: 'login refused: keepalive out of bounds' })
+      // Lets aedes' own check (which would answer the invalid code 6) pass to our refusal.
+      packet.keepalive = max
+    } else if (packet.will !== undefined && packet.will !== null) {
+      const size = topicSize(packet.will.topic)
+      if (topicTooBig(size)) refusals.set(client, { returnCode: RC_NOT_AUTHORIZED, limit: 'topic', fields: { action: 'will', ...size }, msg: 'login refused: will topic too long or too deep' })
+    }
+    if (inner.preConnect === undefined) done(null, true)
+    else inner.preConnect(client, packet, done)
+  }
+
+  const authenticate: AedesOptions['authenticate'] = (client, username, password, done) => {
+    const refusal = refusals.get(client)
+    if (refusal === undefined) {
+      if (inner.authenticate === undefined) done(null, true)
+      else inner.authenticate(client, username, password, done)
+      return
+    }
+    refusals.delete(client)
+    const remote = remoteOf(client)
+    // Refused before any credential work: no password hashing, no lockout count.
+    report.hit(refusal.limit, remote, 'warn', refusal.limit === 'keepalive' ? { clientId: client.id, remote, ...refusal.fields } : { user: undefined, clientId: client.id, remote, ...refusal.fields }, refusal.msg)
+    if (refusal.limit === 'keepalive') {
+      emit({ type: 'login.failed', reason: 'keepalive_rejected' })
+      opts.log.warn({ event: 'login.failed', reason: 'keepalive_rejected', clientId: client.id, remote }, 'login refused')
+    }
+    done(authError(refusal.returnCode, refusal.msg), false)
+  }
+
+  /**
+   * Over the rate: DISCONNECT 0x96 once the publishes already passed on have been answered
+   * (their PUBACKs are written with the answer), and only then does aedes hear the error, so
+   * nothing follows the DISCONNECT [MQTT-3.14.4-1].
+   */
+  function refuseRate (client: Client, state: RateState, kind: 'messages' | 'bytes', done: (err: Error) => void): void {
+    report.hit('publish_rate', client.id, 'warn', { ...who(client), kind, max: limits.publishRate[kind] }, 'client disconnected: publish rate exceeded')
+    const kicked: NonNullable<RateState['kicked']> = { closed: false, waiting: [() => done(new Error('publish rate exceeded'))] }
+    state.kicked = kicked
+    kicked.disconnect = () => {
+      kicked.disconnect = undefined
+      leaving.add(client)
+      disconnectWithin(client, RC_MESSAGE_RATE_TOO_HIGH, DISCONNECT_GRACE_MS, () => {
+        kicked.closed = true
+        for (const w of kicked.waiting.splice(0)) w()
+      })
+    }
+    if (state.inflight === 0) kicked.disconnect()
+  }
+
+  const authorizePublish: AedesOptions['authorizePublish'] = (client, packet: PublishPacket, done) => {
+    // Wills (no `cmd`) are not the client sending: never rate-limited; their topic was checked
+    // with the CONNECT.
+    if (client === null || (packet as Partial<PublishPacket>).cmd === undefined) {
+      if (inner.authorizePublish === undefined) done(null)
+      else inner.authorizePublish(client, packet, done)
+      return
+    }
+    let state = rates.get(client)
+    if (state === undefined) rates.set(client, state = { bucket: createPublishBucket(limits.publishRate, now()), inflight: 0 })
+    if (state.kicked !== undefined) {
+      // The rest of a burst that was already read: refused like the one that tripped the rate.
+      const fail = (): void => done(new Error('publish rate exceeded'))
+      if (state.kicked.closed) fail()
+      else state.kicked.waiting.push(fail)
+      return
+    }
+    const payload = packet.payload
+    const over = state.bucket.take(typeof payload === 'string' ? Buffer.byteLength(payload) : payload.length, now())
+    if (over !== undefined) {
+      refuseRate(client, state, over, done)
+      return
+    }
+    const size = topicSize(packet.topic)
+    if (topicTooBig(size)) {
+      report.hit('topic', client.id, 'warn', { ...who(client), action: 'publish', ...size }, 'publish refused: topic too long or too deep')
+      // As an ACL denial: v5 PUBACK 0x87 (QoS 0: dropped), 3.1.1 connection closed.
+      done(new Error('topic exceeds limits'))
+      return
+    }
+    if (inner.authorizePublish === undefined) {
+      done(null)
+      return
+    }
+    const counted = state
+    counted.inflight++
+    inner.authorizePublish(client, packet, (err) => {
+      // aedes writes this publish's PUBACK inside done: before a pending DISCONNECT.
+      done(err)
+      if (--counted.inflight === 0) counted.kicked?.disconnect?.()
+    })
+  }
+
+  const authorizeSubscribe: AedesOptions['authorizeSubscribe'] = (client, sub, done) => {
+    const size = topicSize(sub.topic)
+    if (topicTooBig(size)) {
+      report.hit('topic', client.id, 'warn', { ...who(client), action: 'subscribe', ...size }, 'subscription refused: filter too long or too deep')
+      done(null, null)
+      return
+    }
+    // Distinct filters held plus those being granted right now (one SUBSCRIBE asks for all its
+    // filters in parallel, before aedes records any); re-subscribing a filter takes no slot.
+    const held = (client as unknown as ClientInternals).subscriptions ?? {}
+    let pending = reserved.get(client)
+    if (pending === undefined) reserved.set(client, pending = new Set())
+    if (!(sub.topic in held) && !pending.has(sub.topic)) {
+      let count = 0
+      for (const _ in held) count++
+      for (const reservedTopic of pending) if (!(reservedTopic in held)) count++
+      if (count >= limits.maxSubscriptions) {
+        report.hit('subscriptions', client.id, 'warn', { ...who(client), max: limits.maxSubscriptions }, 'subscription refused: too many subscriptions')
+        // aedes cannot answer 0x97 Quota exceeded: SUBACK 0x87 (v5) / 0x80 (3.1.1).
+        done(null, null)
+        return
+      }
+      const slots = pending
+      const topic = sub.topic
+      slots.add(topic)
+      const answer: typeof done = (err, granted) => {
+        // aedes records a granted filter right after this answer (memory persistence settles
+        // within the same turn); until then the reservation stands in for it.
+        setImmediate(() => slots.delete(topic))
+        done(err, granted)
+      }
+      if (inner.authorizeSubscribe === undefined) answer(null, sub)
+      else inner.authorizeSubscribe(client, sub, answer)
+      return
+    }
+    if (inner.authorizeSubscribe === undefined) done(null, sub)
+    else inner.authorizeSubscribe(client, sub, done)
+  }
+
+  const authorizeForward: AedesOptions['authorizeForward'] = (client, packet) => {
+    if (leaving.has(client) || !queue.allow(client)) return null
+    return inner.authorizeForward === undefined ? packet : inner.authorizeForward(client, packet)
+  }
+
+  function attach (broker: Aedes): void {
+    const onError = (client: Client, err: LimitError): void => {
+      if (err.message === 'packet too large') {
+        const remote = remoteOf(client)
+        report.hit('packet_size', remote, 'warn', { clientId: client.id ?? undefined, remote, size: err.size, max: err.maximumPacketSize }, 'connection closed: packet too large')
+      } else if (err.message === 'connect did not arrive in time') {
+        const remote = remoteOf(client)
+        report.hit('connect_timeout', remote, 'info', { remote }, 'connection closed: no CONNECT in time')
+      }
+    }
+    broker.on('clientError', onError)
+    broker.on('connectionError', onError)
+  }
+
+  return {
+    options: { ...inner, ...aedesLimitOptions(limits), preConnect, authenticate, authorizePublish, authorizeSubscribe, authorizeForward },
+    attach,
+    accept (socket) {
+      // Read now: a socket aedes destroys (CONNECT timeout) no longer knows its peer.
+      const remote = socket.remoteAddress
+      if (remote !== undefined) remotes.set(socket, remote)
+      queue.accept(socket)
+    }
+  }
+}
