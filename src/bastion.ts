@@ -21,7 +21,10 @@ import { BastionError } from './errors.js'
 import { createLogger, type Logger } from './log.js'
 import { startTcpListener } from './listeners/tcp.js'
 import { startTlsListener } from './listeners/tls.js'
-import type { Listener } from './listeners/listener.js'
+import type { Listener, ListenerLimits } from './listeners/listener.js'
+import { createConnectionLimiter } from './limits/connections.js'
+import { createGuards } from './limits/guards.js'
+import { createLimitReporter } from './limits/report.js'
 import { createHealthCheck } from './monitoring/health.js'
 import { startMonitoringServer, type MonitoringServer } from './monitoring/http.js'
 import { timedStore, watchedBackend } from './monitoring/instrument.js'
@@ -200,8 +203,18 @@ export async function createBastion (config: BastionConfig, opts: BastionOptions
     }
     // A database that is down at start is not fatal: logins are refused (0x88) until it answers.
     await store?.ping().catch((err: Error) => log.warn({ event: 'store.check_failed', reason: err.message }, 'user store did not answer at start'))
-    broker = await Aedes.createBroker({ ...hooks.options })
+    // config.limits: checked before the auth hooks see a packet, and aedes' own limits set.
+    const report = createLimitReporter({ log: log.child({ module: 'limits' }), ...(metrics === undefined ? {} : { onEvent: metrics.onEvent }) })
+    const guards = createGuards(hooks.options, { limits: config.limits, report, log: log.child({ module: 'auth' }), identityOf: hooks.identityOf, ...(metrics === undefined ? {} : { onEvent: metrics.onEvent }) })
+    broker = await Aedes.createBroker({ ...guards.options })
     hooks.attach(broker)
+    guards.attach(broker)
+    const connections = createConnectionLimiter(config.limits, report)
+    const listenerLimits: ListenerLimits = {
+      admit: (socket) => connections.admit(socket),
+      tlsHandshakeTimeout: config.limits.tlsHandshakeTimeout * 1000,
+      handshakeTimedOut: (remote) => { report.hit('handshake_timeout', remote ?? 'unknown', 'info', { remote }, 'connection closed: TLS handshake took too long') }
+    }
     sessions.start()
     metrics?.attach(broker)
     ;(broker as unknown as EventEmitter).on('error', (err: Error) => log.error({ event: 'broker.error', err }, 'broker error'))
@@ -210,9 +223,10 @@ export async function createBastion (config: BastionConfig, opts: BastionOptions
       const handle = (socket: Socket): void => {
         origin.set(socket, l)
         metrics?.trackSocket(socket)
+        guards.accept(socket)
         b.handle(socket)
       }
-      const started = l.type === 'tls' ? await startTlsListener(l, handle, log) : await startTcpListener(l, handle, log)
+      const started = l.type === 'tls' ? await startTlsListener(l, handle, log, listenerLimits) : await startTcpListener(l, handle, log, listenerLimits)
       listeners.push(started)
       if (l.type === 'tls') metrics?.certificate(`tls://${started.host}:${started.port}`, l.cert)
     }

@@ -3,6 +3,7 @@ import type { Aedes } from 'aedes'
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client'
 import type { HookEvent } from '../auth/hooks.js'
 import { certificateExpiry } from '../certs/issue.js'
+import { LIMIT_NAMES } from '../limits/report.js'
 
 export interface MetricsOptions {
   /** auth.totp.window: a code that matched `window` steps away is a drifting device clock. */
@@ -72,6 +73,14 @@ export function createMetrics (opts: MetricsOptions): BrokerMetrics {
     registers
   })
   for (const scope of ['user', 'ip']) lockouts.inc({ scope }, 0)
+  const limitHits = new Counter({
+    name: 'bastion_limit_hits_total',
+    help: 'Connections, packets and clients refused by a limit (config limits), by limit name.',
+    labelNames: ['limit'] as const,
+    registers
+  })
+  const limitNames = new Set<string>(LIMIT_NAMES)
+  for (const limit of LIMIT_NAMES) limitHits.inc({ limit }, 0)
   const drift = new Counter({
     name: 'bastion_totp_window_edge_logins_total',
     help: 'Logins whose TOTP code matched only at the edge of auth.totp.window: a device clock drifting away.',
@@ -143,6 +152,10 @@ export function createMetrics (opts: MetricsOptions): BrokerMetrics {
           break
         case 'lockout':
           lockouts.inc({ scope: event.scope })
+          break
+        case 'limit':
+          // Only the fixed names: the label set cannot grow.
+          if (limitNames.has(event.limit)) limitHits.inc({ limit: event.limit })
           break
       }
     },
