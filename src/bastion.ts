@@ -34,6 +34,7 @@ import { assertPrivate } from './stores/permissions.js'
 import { createMosquittoPasswdStore } from './stores/mosquitto-passwd.js'
 import { createMysqlStore } from './stores/mysql.js'
 import type { UserStore } from './stores/store.js'
+import { drainDeliveries, trackDeliveries, type DrainTracker } from './shutdown.js'
 
 export interface BastionOptions {
   /** A pino logger to write to; by default one is made from `config.log`. */
@@ -196,6 +197,7 @@ export async function createBastion (config: BastionConfig, opts: BastionOptions
   const listeners: Listener[] = []
   let broker: Aedes | undefined
   let monitoring: MonitoringServer | undefined
+  let deliveries: DrainTracker | undefined
   try {
     await passwords.ready()
     if (store !== undefined && config.auth.store.type === 'file' && (await store.list()).length === 0) {
@@ -215,6 +217,7 @@ export async function createBastion (config: BastionConfig, opts: BastionOptions
       tlsHandshakeTimeout: config.limits.tlsHandshakeTimeout * 1000,
       handshakeTimedOut: (remote) => { report.hit('handshake_timeout', remote ?? 'unknown', 'info', { remote }, 'connection closed: TLS handshake took too long') }
     }
+    deliveries = trackDeliveries(broker)
     sessions.start()
     metrics?.attach(broker)
     ;(broker as unknown as EventEmitter).on('error', (err: Error) => log.error({ event: 'broker.error', err }, 'broker error'))
@@ -286,6 +289,7 @@ export async function createBastion (config: BastionConfig, opts: BastionOptions
         await monitoring?.close()
         // Stop accepting first; server.close() resolves once the broker has dropped its clients.
         const stopped = Promise.all(listeners.map(async (l) => await l.close()))
+        if (deliveries !== undefined) await drainDeliveries(deliveries, config.shutdown.drainTimeout, b.connectedClients, log)
         await new Promise<void>((resolve) => b.close(() => resolve()))
         await stopped
         await release()

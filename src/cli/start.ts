@@ -9,14 +9,17 @@ Runs the broker in the foreground, logging JSON lines to standard output.
 Without a config file (neither --config nor env BASTION_CONFIG): TLS on 0.0.0.0:8883 with
 certs/server.crt and certs/server.key (a development CA and server certificate are generated
 there when missing), users in data/users.json.
-SIGINT/SIGTERM stop it cleanly (MQTT 5 clients get DISCONNECT 0x8B).
+SIGINT/SIGTERM stop it cleanly: no new connections or PUBLISHes are taken, messages already
+acknowledged to publishers are delivered (waiting at most shutdown.drainTimeout seconds), then
+clients are disconnected (MQTT 5 clients get DISCONNECT 0x8B).
 SIGHUP re-reads TLS certificates and CRLs, the user store and ACL files without dropping
 connected clients; a file that no longer loads is refused in the log and the old one stays.
 With monitoring.enabled in the config, GET /healthz and GET /metrics (Prometheus) are served
 on monitoring.host:monitoring.port (127.0.0.1:9464 unless set).
 `
 
-// Bound on a clean stop; past it the process exits anyway so supervisors are not left waiting.
+// Bound on disconnecting clients and releasing resources after the drain; past it the process
+// exits anyway so supervisors are not left waiting.
 const STOP_TIMEOUT_MS = 5000
 
 export async function startCommand (argv: string[], out: (s: string) => void): Promise<void> {
@@ -39,7 +42,7 @@ export async function startCommand (argv: string[], out: (s: string) => void): P
       log.error({ event: 'broker.stop_timeout' }, 'clients did not close in time; exiting')
       log.flush()
       process.exit(1)
-    }, STOP_TIMEOUT_MS)
+    }, config.shutdown.drainTimeout * 1000 + STOP_TIMEOUT_MS)
     timer.unref()
     bastion.close().then(() => {
       log.flush()

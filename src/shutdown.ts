@@ -1,0 +1,151 @@
+import type { Aedes, AuthorizePublishHandler, Client, PublishPacket } from 'aedes'
+import type { Logger } from './log.js'
+
+/** What is still on its way to subscribers; all zero means a stop loses nothing accepted. */
+export interface Pending {
+  /** PUBLISHes accepted from clients (being authorised, acknowledged or being routed) not yet handed to every subscriber. */
+  publishes: number
+  /** QoS 1/2 messages written to subscribers that have not acknowledged them yet. */
+  unacked: number
+  /** Connections with outgoing bytes still buffered in this process. */
+  unflushed: number
+}
+
+export interface DrainTracker {
+  pending (): Pending
+  /**
+   * Stops taking PUBLISHes: one that arrives from now on is held unanswered, so its publisher
+   * keeps it and sends it again after reconnecting. Holding it also stops reading from that
+   * connection, which a publisher with a flood behind it needs anyway.
+   */
+  hold (): void
+  /** Resolves with what was still pending when the drain ended: all zero, or what `timeoutMs` cut off. */
+  drain (timeoutMs: number): Promise<Pending>
+}
+
+// aedes keeps no record of QoS 1 deliveries to clean sessions (only persistent ones go through
+// persistence), so acknowledgements are counted here: every outgoing QoS 1/2 PUBLISH takes the
+// next packet id (client._nextId, 1..65535), and every PUBACK/PUBCOMP ends one.
+interface ClientInternals {
+  _nextId: number
+  _parser: { on: (event: 'packet', fn: (p: { cmd: string }) => void) => void }
+  conn: { writableLength?: number }
+}
+const IDS = 65535
+interface AckCount { firstId: number; acks: number }
+
+const POLL_MS = 10
+
+/**
+ * Wraps the broker's publish path to count what it has accepted and not yet delivered.
+ * Installed at start: a message acknowledged before the stop began must be counted too.
+ */
+export function trackDeliveries (broker: Aedes): DrainTracker {
+  let holding = false
+  let authorising = 0
+  let publishing = 0
+  // Authorised client PUBLISHes between their PUBACK and broker.publish (aedes defers that by a
+  // tick, longer when the publisher's socket is full), keyed by packet.
+  const accepted = new Map<object, Client>()
+  // Entries whose publisher closed meanwhile: if publish has not started a poll later, the
+  // PUBACK never went out and nothing is owed.
+  const orphans = new Set<object>()
+  const heldFrom = new Set<Client>()
+  const acks = new WeakMap<Client, AckCount>()
+
+  const authorize: AuthorizePublishHandler = broker.authorizePublish.bind(broker)
+  broker.authorizePublish = (client, packet, callback) => {
+    // A will is published while its client is closing; it is not a new message from a live one.
+    if (client === null || client.closed) { authorize(client, packet, callback); return }
+    if (holding) { heldFrom.add(client); return }
+    authorising++
+    authorize(client, packet, (err) => {
+      authorising--
+      if (err === null || err === undefined) accepted.set(packet, client)
+      callback(err)
+    })
+  }
+
+  const publish = broker.publish.bind(broker) as unknown as (p: PublishPacket, c: Client | null, done: (err?: Error) => void) => void
+  ;(broker as unknown as { publish: unknown }).publish = (packet: PublishPacket, client: Client | null | ((err?: Error) => void), done?: (err?: Error) => void): void => {
+    const cb = typeof client === 'function' ? client : done
+    if (accepted.delete(packet)) orphans.delete(packet)
+    publishing++
+    publish(packet, typeof client === 'function' ? null : client, (err) => {
+      publishing--
+      cb?.(err)
+    })
+  }
+
+  broker.on('client', (client) => {
+    const internals = client as unknown as ClientInternals
+    const count: AckCount = { firstId: internals._nextId, acks: 0 }
+    acks.set(client, count)
+    internals._parser.on('packet', (p) => { if (p.cmd === 'puback' || p.cmd === 'pubcomp') count.acks++ })
+  })
+
+  function unacked (client: Client): number {
+    const count = acks.get(client)
+    if (count === undefined) return 0
+    const sent = (((client as unknown as ClientInternals)._nextId - count.firstId) % IDS + IDS) % IDS
+    const open = ((sent - count.acks) % IDS + IDS) % IDS
+    // More acknowledgements than ids taken: a persistent session's resent messages reuse their
+    // ids. Treat as settled rather than wait for acks that never come.
+    return open > IDS / 2 ? 0 : open
+  }
+
+  function liveClients (): Client[] {
+    return Object.values((broker as unknown as { clients: Record<string, Client> }).clients).filter((c) => !c.closed)
+  }
+
+  function pending (): Pending {
+    let unackedTotal = 0
+    let unflushed = 0
+    for (const client of liveClients()) {
+      if (((client.conn as unknown as ClientInternals['conn']).writableLength ?? 0) > 0) unflushed++
+      // A client whose PUBLISH is held is no longer read, so its acknowledgements cannot arrive.
+      if (!heldFrom.has(client)) unackedTotal += unacked(client)
+    }
+    return { publishes: authorising + accepted.size + publishing, unacked: unackedTotal, unflushed }
+  }
+
+  function settleOrphans (): void {
+    for (const [packet, client] of accepted) {
+      if (!client.closed) continue
+      if (orphans.has(packet)) { accepted.delete(packet); orphans.delete(packet) } else orphans.add(packet)
+    }
+  }
+
+  return {
+    pending,
+    hold () { holding = true },
+    async drain (timeoutMs) {
+      const deadline = Date.now() + timeoutMs
+      for (;;) {
+        settleOrphans()
+        const now = pending()
+        if ((now.publishes === 0 && now.unacked === 0 && now.unflushed === 0) || Date.now() >= deadline) return now
+        await new Promise((resolve) => setTimeout(resolve, Math.min(POLL_MS, Math.max(1, deadline - Date.now()))))
+      }
+    }
+  }
+}
+
+/**
+ * The stop's middle step, between closing the listeners and disconnecting clients: stop taking
+ * PUBLISHes, then wait (at most `timeoutSeconds`) until every message already acknowledged to
+ * its publisher has reached its subscribers and, at QoS 1/2, been acknowledged by them.
+ */
+export async function drainDeliveries (tracker: DrainTracker, timeoutSeconds: number, clients: number, log: Logger): Promise<void> {
+  if (timeoutSeconds <= 0) return
+  tracker.hold()
+  const started = Date.now()
+  log.info({ event: 'broker.draining', timeout: timeoutSeconds, clients, ...tracker.pending() }, 'draining: delivering accepted messages before disconnecting clients')
+  const left = await tracker.drain(timeoutSeconds * 1000)
+  const ms = Date.now() - started
+  if (left.publishes === 0 && left.unacked === 0 && left.unflushed === 0) {
+    log.info({ event: 'broker.drained', ms }, 'every accepted message delivered')
+  } else {
+    log.warn({ event: 'broker.drain_timeout', ms, ...left }, `drain timed out after ${timeoutSeconds} s; undelivered messages are lost`)
+  }
+}
