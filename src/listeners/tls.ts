@@ -4,6 +4,7 @@ import { createSecureContext, createServer, type SecureContextOptions, type TLSS
 import type { TlsListenerConfig } from '../config/schema.js'
 import { BastionError } from '../errors.js'
 import type { Logger } from '../log.js'
+import { assertPrivate } from '../stores/permissions.js'
 import { bind, type ConnectionHandler, type Listener, type ListenerLimits } from './listener.js'
 
 function read (path: string, what: string): Buffer {
@@ -81,7 +82,9 @@ export async function startTlsListener (cfg: TlsListenerConfig, handle: Connecti
   const listener: Listener = Object.assign(await bind(front, 'tls', cfg.host, cfg.port), {
     async reload () {
       // New handshakes use the new files; established connections keep theirs. A broken file
-      // throws here and the old context keeps serving.
+      // throws here and the old context keeps serving. A key others can read is refused as at
+      // start, or the next restart would be the first to notice.
+      await assertPrivate(cfg.key, 'TLS private key')
       server.setSecureContext(contextOptions(cfg))
     }
   })

@@ -23,8 +23,11 @@ export interface CliBroker {
   logs: Array<Record<string, any>>
   /** Resolves with the exit code (or signal name) once the process has exited. */
   exited: Promise<number | string>
-  /** Resolves with the first log line with this event (already written or still to come); rejects after `ms`. */
-  waitFor (event: string, ms?: number): Promise<Record<string, any>>
+  /**
+   * Resolves with the first log line with this event (and matching `match`) at index `since` or
+   * later in `logs`, already written or still to come; rejects after `ms`.
+   */
+  waitFor (event: string, opts?: { ms?: number; since?: number; match?: (l: Record<string, any>) => boolean }): Promise<Record<string, any>>
   /** An MQTT 5 client over TLS logged in as `user` with the code `offset` steps from now. */
   connect (user: string, opts?: IClientOptions & { offset?: number }): Promise<MqttClient>
   kill (): void
@@ -90,12 +93,12 @@ export async function cliBrokerFolder (opts: { certDays?: number } = {}): Promis
       const proc = spawn(process.execPath, [CLI, 'start', '--config', configFile], { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] })
       brokers.push(proc)
       const logs: Array<Record<string, any>> = []
-      const waiters: Array<{ event: string; resolve: (l: Record<string, any>) => void }> = []
+      const waiters: Array<{ test: (l: Record<string, any>) => boolean; resolve: (l: Record<string, any>) => void }> = []
       createInterface({ input: proc.stdout! }).on('line', (line) => {
         let entry: Record<string, any>
         try { entry = JSON.parse(line) } catch { return }
         logs.push(entry)
-        for (const w of waiters.filter((w) => w.event === entry.event)) {
+        for (const w of waiters.filter((w) => w.test(entry))) {
           waiters.splice(waiters.indexOf(w), 1)
           w.resolve(entry)
         }
@@ -103,16 +106,17 @@ export async function cliBrokerFolder (opts: { certDays?: number } = {}): Promis
       let stderr = ''
       proc.stderr!.on('data', (d: Buffer) => { stderr += d.toString() })
       const exited = new Promise<number | string>((resolve) => proc.once('exit', (code, signal) => resolve(code ?? signal ?? -1)))
-      const waitFor = async (event: string, ms = 10000): Promise<Record<string, any>> => {
-        const seen = logs.find((l) => l.event === event)
+      const waitFor: CliBroker['waitFor'] = async (event, { ms = 10000, since = 0, match = () => true } = {}) => {
+        const test = (l: Record<string, any>): boolean => l.event === event && match(l)
+        const seen = logs.slice(since).find(test)
         if (seen !== undefined) return seen
         return await new Promise((resolve, reject) => {
           const timer = setTimeout(() => reject(new Error(`no ${event} log line within ${ms} ms; stderr: ${stderr}`)), ms)
-          waiters.push({ event, resolve: (l) => { clearTimeout(timer); resolve(l) } })
+          waiters.push({ test, resolve: (l) => { clearTimeout(timer); resolve(l) } })
           void exited.then((code) => { clearTimeout(timer); reject(new Error(`broker exited (${code}) before ${event}; stderr: ${stderr}`)) })
         })
       }
-      const ready = await waitFor('broker.ready', 15000)
+      const ready = await waitFor('broker.ready', { ms: 15000 })
       const port = Number(String(ready.listeners[0]).split(':').pop())
       const ca = readFileSync(join(dir, 'certs', 'ca.crt'))
       return {
