@@ -104,7 +104,7 @@ t.test('a subscriber that never reads holds the stop no longer than shutdown.dra
   broker.proc.kill('SIGTERM')
   t.equal(await broker.exited, 0, 'the broker still exits 0')
   t.comment(`exited ${Date.now() - killed} ms after SIGTERM`)
-  const timeout = broker.logs.find((l) => l.event === 'broker.drain_timeout')
+  const timeout = broker.logs.find((l) => l.event === 'broker.drain_timeout') ?? {}
   t.match(timeout, { level: 40, unacked: Number, publishes: 0 }, 'and warns what was left undelivered')
   t.ok(timeout.unacked > 0, `${String(timeout.unacked)} messages unacknowledged, ${String(timeout.unflushed)} connection(s) with output still buffered`)
   t.ok(broker.logs.some((l) => l.event === 'broker.stopped'), 'and stops cleanly')
