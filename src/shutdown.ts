@@ -44,8 +44,9 @@ export function trackDeliveries (broker: Aedes): DrainTracker {
   let holding = false
   let authorising = 0
   let publishing = 0
-  // Authorised client PUBLISHes between their PUBACK and broker.publish (aedes defers that by a
-  // tick, longer when the publisher's socket is full), keyed by packet.
+  // Authorised QoS 0/1 client PUBLISHes not yet in broker.publish: aedes sends the PUBACK first
+  // and publishes a tick later (longer when the publisher's socket is full). QoS 2 is answered
+  // (PUBREC) only after broker.publish, and a duplicate is never published, so it is not kept here.
   const accepted = new Map<object, Client>()
   // Entries whose publisher closed meanwhile: if publish has not started a poll later, the
   // PUBACK never went out and nothing is owed.
@@ -61,7 +62,7 @@ export function trackDeliveries (broker: Aedes): DrainTracker {
     authorising++
     authorize(client, packet, (err) => {
       authorising--
-      if (err === null || err === undefined) accepted.set(packet, client)
+      if ((err === null || err === undefined) && packet.qos < 2) accepted.set(packet, client)
       callback(err)
     })
   }

@@ -73,3 +73,28 @@ t.test('after hold() a new PUBLISH gets no PUBACK and reaches nobody; a will sti
   t.equal(answer, undefined, 'the held PUBLISH is unanswered')
   t.same(await tracker.drain(2000), { publishes: 0, unacked: 0, unflushed: 0 }, 'and is not waited for')
 })
+
+t.test('unacknowledged deliveries are counted across the packet id wrap (65535 -> 1)', async (t) => {
+  const { broker, port, close } = await brokerWith((_c, _p, callback) => callback(null))
+  t.teardown(close)
+  // Registered before the tracker's own listener, so the tracker starts counting at 65534.
+  broker.on('client', (c) => { (c as unknown as { _nextId: number })._nextId = 65534 })
+  const tracker = trackDeliveries(broker)
+  const sub = await connect(port)
+  t.teardown(() => sub.end(true))
+  await sub.subscribeAsync('t', { qos: 1 })
+  const ids: number[] = []
+  let release: (() => void) | undefined
+  const gate = new Promise<void>((resolve) => { release = resolve })
+  // mqtt.js sends the PUBACK only when handleMessage calls back: acknowledgements wait for the gate.
+  sub.handleMessage = (packet, callback) => { ids.push(packet.messageId as number); void gate.then(() => callback()) }
+  const pub = await connect(port)
+  t.teardown(() => pub.end(true))
+  for (let i = 0; i < 5; i++) await pub.publishAsync('t', String(i), { qos: 1 })
+  // mqtt.js handles one packet at a time, so only the first reaches handleMessage while the gate is shut.
+  for (let i = 0; i < 100 && (tracker.pending().unacked < 5 || ids.length === 0); i++) await new Promise((resolve) => setTimeout(resolve, 10))
+  t.same(ids, [65534], 'the first delivery took id 65534; the next ones took 65535, 1, 2, 3')
+  t.equal(tracker.pending().unacked, 5, 'five deliveries wait for their PUBACK')
+  release?.()
+  t.same(await tracker.drain(5000), { publishes: 0, unacked: 0, unflushed: 0 }, 'and none once they came back')
+})
