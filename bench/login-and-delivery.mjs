@@ -25,7 +25,8 @@ const stats = (xs) => ({ n: xs.length, p50: pct(xs, 50), p99: pct(xs, 99), max: 
 async function measure (store, withDelivery) {
   const dir = mkdtempSync(join(tmpdir(), 'bastion-bench-'))
   await initCertificates({ outDir: join(dir, 'certs') })
-  const config = parseConfig({ listeners: [{ type: 'tls', host: '127.0.0.1', port: 0 }], auth: { store }, log: { level: 'silent' } }, dir)
+  // One client sends the whole stream as fast as it can: past the default per-client publish rate.
+  const config = parseConfig({ listeners: [{ type: 'tls', host: '127.0.0.1', port: 0 }], auth: { store }, limits: { publishRate: { messages: 1_000_000 } }, log: { level: 'silent' } }, dir)
   const users = createStore(config, pino({ level: 'silent' }))
   const secrets = []
   for (let i = 0; i < LOGINS; i++) {
