@@ -61,16 +61,19 @@ export async function login (deps: LoginDeps, username: string | undefined, pass
   if (record === undefined) return { ok: false, reason: 'unknown_user', user }
   if (!passwordOk) return { ok: false, reason: 'bad_password', user }
   if (!record.enabled) return { ok: false, reason: 'disabled_user', user }
-  if (code === undefined) return { ok: true, user, fingerprint: credentialFingerprint(record) }
+  // The identity is the account as the store spells it: a MySQL column that ignores case finds
+  // `alice` for `ALICE`, and the ACL branch, session owner and re-checks must all say `alice`.
+  const account = record.username
+  if (code === undefined) return { ok: true, user: account, fingerprint: credentialFingerprint(record) }
   // TOTP is required but this account has no secret (a password file without a TOTP file).
   if (record.totpSecret === undefined) return { ok: false, reason: 'totp_not_configured', user }
 
   const match = verifyCode(record.totpSecret, code, deps.totp.window, (deps.now ?? Date.now)())
   if (match === undefined) return { ok: false, reason: 'bad_otp', user }
-  if (deps.totp.replayProtection && !(await deps.store.claimStep(user, match.step))) {
+  if (deps.totp.replayProtection && !(await deps.store.claimStep(account, match.step))) {
     return { ok: false, reason: 'replayed_otp', user }
   }
-  return { ok: true, user, delta: match.delta, fingerprint: credentialFingerprint(record) }
+  return { ok: true, user: account, delta: match.delta, fingerprint: credentialFingerprint(record) }
 }
 
 export function isBackendFault (err: unknown): boolean {

@@ -95,6 +95,17 @@ t.test('db check names what is wrong with a table that cannot work', async (t) =
 let h2: Harness
 let h3: Harness
 
+t.test('a case-insensitive username column: ALICE logs in as the row\'s own name, never as another ACL branch', async (t) => {
+  const h = await broker()
+  h.knowSecret('casey', await insertUser('casey'))
+  const c = await h.connect('casey', { username: `CASEY|${h.code('casey')}` })
+  t.equal(c.connected, true, 'MariaDB\'s default collation finds the row')
+  t.equal(events(h, 'login.ok').at(-1)?.user, 'casey', 'the identity is the stored name')
+  t.equal(await pubackCode(c, 'metrics/casey/Temperatura', '20'), 0, 'its own branch is open')
+  t.equal(await pubackCode(c, 'metrics/CASEY/Temperatura', '20'), 0x87, 'the branch of the name as typed is not')
+  await c.endAsync()
+})
+
 t.test('a code accepted by one broker is refused by another sharing the database', async (t) => {
   h2 = await broker()
   h3 = await broker()
