@@ -102,10 +102,10 @@ t.test('a broker that is down fails within the timeout with the socket error', a
       s.close(() => { resolve(port) })
     })
   })
-  const r = await device('publish', '--config', deviceConfig(relaxed, 'down', 'dev', devSecret, ['timeout: 3'], closed), '--temperature', '19')
+  const r = await device('publish', '--config', deviceConfig(relaxed, 'down', 'dev', devSecret, ['timeout: 30'], closed), '--temperature', '19')
   t.equal(r.code, 1)
   t.equal(r.stderr, `mqtt-bastion: cannot connect to mqtts://127.0.0.1:${closed}: ECONNREFUSED\n`)
-  t.ok(r.ms < 5000, `done in ${r.ms} ms`)
+  t.ok(r.ms < 20000, `done in ${r.ms} ms, without waiting for its 30 s timeout`)
 })
 
 t.test('a broker that never answers is a timeout named after the missing packet', async (t) => {
@@ -117,7 +117,9 @@ t.test('a broker that never answers is a timeout named after the missing packet'
   const r = await device('publish', '--config', deviceConfig(relaxed, 'silent', 'dev', devSecret, ['timeout: 2'], port), '--temperature', '19')
   t.equal(r.code, 1)
   t.equal(r.stderr, `mqtt-bastion: no CONNACK from mqtts://127.0.0.1:${port} within 2 s\n`)
-  t.ok(r.ms >= 1900 && r.ms < 4000, `done in ${r.ms} ms, the 2 s timeout plus start-up`)
+  // Bounds, not a speed target: it waited for its 2 s timeout, and then gave up by itself
+  // (the upper bound is loose so a loaded CI machine cannot fail it).
+  t.ok(r.ms >= 1900 && r.ms < 20000, `done in ${r.ms} ms, after the 2 s timeout and not never`)
 })
 
 t.test('the will reaches a subscriber when the device process is killed mid-session', async (t) => {
