@@ -3,6 +3,7 @@ import type { Aedes, AedesOptions, Client, ConnectPacket, PublishPacket } from '
 import mqttPacket from 'mqtt-packet'
 import type { AclPolicy } from '../acl/policy.js'
 import { BastionError } from '../errors.js'
+import { createLogGate } from '../log-gate.js'
 import type { CertificateIdentity } from '../config/schema.js'
 import type { Logger } from '../log.js'
 import type { Action, Decision, Identity, LoginFailure } from '../types.js'
@@ -52,6 +53,8 @@ const RC_SERVER_UNAVAILABLE = 3 // [0x88]
 const RC_BAD_CREDENTIALS = 4 // [0x86]
 const RC_NOT_AUTHORIZED = 5 // [0x87]
 
+const QUIET_REASONS: ReadonlySet<LoginFailure> = new Set(['locked_out', 'server_busy'])
+
 // Distinct topics per client whose refused delivery is logged at warn; the rest go to debug.
 const READ_DENIALS_LOGGED = 100
 
@@ -98,6 +101,7 @@ export function createHooks (opts: HookOptions): { options: Partial<AedesOptions
   const identities = new WeakMap<Client, Identity>()
   const pending = new WeakMap<Client, PendingConnect>()
   const readDenials = new WeakMap<Client, Set<string>>()
+  const repeats = createLogGate()
   const sessions = opts.sessions ?? createSessionRegistry({ log })
 
   function denied (client: Client, identity: Identity | undefined, action: Action | 'will', topic: string, reason: string): void {
@@ -107,7 +111,13 @@ export function createHooks (opts: HookOptions): { options: Partial<AedesOptions
 
   function loginFailed (client: Client, reason: LoginFailure, user: string | undefined): void {
     emit({ type: 'login.failed', reason })
-    log.warn({ event: 'login.failed', reason, user, clientId: client.id, remote: remoteOf(client) }, 'login refused')
+    const remote = remoteOf(client)
+    // Refusals made without looking at credentials repeat as fast as an attacker reconnects;
+    // their cause (auth.lockout, a full queue) is logged on its own: one line per address, account
+    // and minute (the metrics count every one).
+    const open = QUIET_REASONS.has(reason) ? repeats.pass(`${reason}\u0000${remote}\u0000${user ?? ''}`) : { suppressed: 0 }
+    if (open === undefined) return
+    log.warn({ event: 'login.failed', reason, user, clientId: client.id, remote, ...(open.suppressed > 0 ? { suppressed: open.suppressed } : {}) }, 'login refused')
   }
 
   const preConnect: AedesOptions['preConnect'] = (client, packet, done) => {
