@@ -16,6 +16,7 @@ Commands:
   start [--config FILE]                 run the broker
   certs init --out DIR [...]            create a private CA and a server certificate
   certs client NAME --out DIR           issue a client certificate
+  certs revoke NAME --out DIR           revoke a client certificate (writes the CRL)
   user add|list|disable|enable|remove|passwd|rotate-totp|otp ...
                                         manage users
   config check [--config FILE]          validate a configuration
