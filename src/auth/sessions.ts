@@ -155,9 +155,12 @@ export function createSessionRegistry (opts: SessionOptions): SessionRegistry {
       const held = holders.get(client.id)
       // Only the same user may take a session over; aedes then ends the old one (0x8E).
       if (held !== undefined && held.user !== grant.user && holds(held, now)) return 'clientid_taken'
+      const conn = client.conn as Partial<NodeJS.EventEmitter & { destroyed: boolean }>
+      // A socket that closed while the login was being checked has fired 'close' already:
+      // holding it would keep the client until the next sweep (found by the fuzzer).
+      if (client.closed || conn.destroyed === true) return undefined
       holders.set(client.id, { user: grant.user, remote: grant.remote, ...(grant.fingerprint === undefined ? {} : { fingerprint: grant.fingerprint }), client, until: Infinity })
       // The socket's close covers every way out: DISCONNECT, drop, takeover, refusal after login.
-      const conn = client.conn as Partial<NodeJS.EventEmitter>
       if (typeof conn.once === 'function') conn.once('close', () => release(client))
       sweep(now)
       return undefined
