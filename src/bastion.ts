@@ -54,7 +54,10 @@ export interface Bastion {
    * that no longer parses is rejected with one log line and the old contents keep serving.
    */
   reload (): Promise<void>
-  /** Stops accepting, disconnects clients (MQTT 5: DISCONNECT 0x8B), releases everything. */
+  /**
+   * Stops accepting, delivers what publishers were already answered for (at most
+   * `shutdown.drainTimeout`), disconnects clients (MQTT 5: DISCONNECT 0x8B), releases everything.
+   */
   close (): Promise<void>
 }
 
@@ -154,6 +157,8 @@ export async function createBastion (config: BastionConfig, opts: BastionOptions
     await release()
     throw err
   }
+  // Where hooks, limits and sessions report what metrics count.
+  const eventSink = metrics === undefined ? {} : { onEvent: metrics.onEvent }
   const lockout = createLockout({
     ...config.auth.lockout,
     splitCode: s.type === 'http' || config.auth.totp.required,
@@ -180,7 +185,7 @@ export async function createBastion (config: BastionConfig, opts: BastionOptions
     clientIdBinding: config.auth.clientIdBinding,
     recheckInterval: config.auth.recheckInterval,
     ...(store === undefined ? {} : { store }),
-    ...(metrics === undefined ? {} : { onEvent: metrics.onEvent })
+    ...eventSink
   })
   const hooks = createHooks({
     authenticator,
@@ -191,7 +196,7 @@ export async function createBastion (config: BastionConfig, opts: BastionOptions
     log: log.child({ module: 'auth' }),
     maxSessionExpiry: config.sessions.maxExpiry,
     ...(config.will.serverWill ? { serverWillTopic: (user: string) => `${prefix}/${user}/Estado` } : {}),
-    ...(metrics === undefined ? {} : { onEvent: metrics.onEvent })
+    ...eventSink
   })
 
   const listeners: Listener[] = []
@@ -206,8 +211,8 @@ export async function createBastion (config: BastionConfig, opts: BastionOptions
     // A database that is down at start is not fatal: logins are refused (0x88) until it answers.
     await store?.ping().catch((err: Error) => log.warn({ event: 'store.check_failed', reason: err.message }, 'user store did not answer at start'))
     // config.limits: checked before the auth hooks see a packet, and aedes' own limits set.
-    const report = createLimitReporter({ log: log.child({ module: 'limits' }), ...(metrics === undefined ? {} : { onEvent: metrics.onEvent }) })
-    const guards = createGuards(hooks.options, { limits: config.limits, report, log: log.child({ module: 'auth' }), identityOf: hooks.identityOf, ...(metrics === undefined ? {} : { onEvent: metrics.onEvent }) })
+    const report = createLimitReporter({ log: log.child({ module: 'limits' }), ...eventSink })
+    const guards = createGuards(hooks.options, { limits: config.limits, report, log: log.child({ module: 'auth' }), identityOf: hooks.identityOf, ...eventSink })
     broker = await Aedes.createBroker({ ...guards.options })
     hooks.attach(broker)
     guards.attach(broker)
