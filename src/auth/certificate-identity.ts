@@ -2,6 +2,7 @@ import type { TLSSocket } from 'node:tls'
 import type { CertificateIdentity } from '../config/schema.js'
 import { USERNAME_PATTERN } from '../types.js'
 import type { LoginResult } from './authenticator.js'
+import { accountPart } from './login.js'
 
 /** The CN of the client's verified certificate; undefined without one. */
 export function certCommonName (conn: unknown): string | undefined {
@@ -17,12 +18,6 @@ function certSubject (conn: unknown): string | undefined {
   if (sock.authorized !== true || typeof sock.getPeerX509Certificate !== 'function') return undefined
   const subject = sock.getPeerX509Certificate()?.subject
   return subject === undefined ? undefined : subject.split('\n').reverse().join(',')
-}
-
-/** The account part of an MQTT username: before the last `|` when there is one. */
-function accountOf (username: string): string {
-  const i = username.lastIndexOf('|')
-  return i < 0 ? username : username.slice(0, i)
 }
 
 // A subject becomes a topic level in policies and wills: nothing that leaves a level.
@@ -46,7 +41,7 @@ export function certificateLogin (conn: unknown, mode: CertificateIdentity, user
     // another account's password, and no code is burnt.
     const cn = certCommonName(conn)
     if (cn === undefined) return { ok: false, reason: 'no_certificate' }
-    if (cn !== accountOf(username)) return { ok: false, reason: 'certificate_mismatch', user: USERNAME_PATTERN.test(cn) ? cn : undefined }
+    if (cn !== accountPart(username)) return { ok: false, reason: 'certificate_mismatch', user: USERNAME_PATTERN.test(cn) ? cn : undefined }
   }
   return undefined
 }

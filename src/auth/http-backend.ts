@@ -9,6 +9,7 @@ import { BastionError } from '../errors.js'
 import type { Logger } from '../log.js'
 import { USERNAME_PATTERN } from '../types.js'
 import type { Authenticator } from './authenticator.js'
+import { accountPart } from './login.js'
 
 /** The `acc` values go-auth forwards from mosquitto (MOSQ_ACL_*). 3 (readwrite) is never sent. */
 export const ACC_READ = 1
@@ -211,12 +212,6 @@ export function createGoAuthClient (cfg: HttpBackendConfig, log: Logger): GoAuth
       agent.destroy()
     }
   }
-}
-
-/** The account part of an MQTT username: before the last `|` (a code follows it), or all of it. */
-export function accountPart (username: string): string {
-  const i = username.lastIndexOf('|')
-  return i < 0 ? username : username.slice(0, i)
 }
 
 /**

@@ -3,6 +3,7 @@ import type { LockoutConfig } from '../config/hardening.js'
 import type { Logger } from '../log.js'
 import { USERNAME_PATTERN, type LoginFailure } from '../types.js'
 import type { Authenticator, LoginRequest, LoginResult } from './authenticator.js'
+import { accountPart } from './login.js'
 
 export type LockoutScope = 'user' | 'ip'
 
@@ -115,8 +116,7 @@ export function createLockout (opts: LockoutOptions): Lockout {
   /** The account an attempt is for, compared without case: a MySQL column usually ignores it. */
   function accountOf (username: string | undefined): { key: string; name: string } | undefined {
     if (username === undefined) return undefined
-    const i = opts.splitCode ? username.lastIndexOf('|') : -1
-    const name = i < 0 ? username : username.slice(0, i)
+    const name = opts.splitCode ? accountPart(username) : username
     // Anything else can never log in, and an unbounded name must not become a key.
     return USERNAME_PATTERN.test(name) ? { key: name.toLowerCase(), name } : undefined
   }

@@ -21,6 +21,12 @@ export interface LoginDeps {
 // one, so response timing does not tell which accounts exist.
 const DUMMY_HASH = '$2b$12$Ls3.DSKN8Y7j1lenObBnkemha5r00nSmKYu6zHZ0hVaZCyCPSlb6i'
 
+/** The account part of an MQTT username: before the last `|` (a code follows it), or all of it. */
+export function accountPart (username: string): string {
+  const i = username.lastIndexOf('|')
+  return i < 0 ? username : username.slice(0, i)
+}
+
 /** Splits `user|code`; the code is everything after the last `|` so it cannot smuggle one. */
 export function parseUsername (raw: string): { user: string; code: string } | undefined {
   const i = raw.lastIndexOf('|')
