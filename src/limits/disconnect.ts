@@ -8,10 +8,11 @@ export const RC_QUOTA_EXCEEDED = 0x97
 export const DISCONNECT_GRACE_MS = 5000
 
 /**
- * Tells a v5 client why (3.1.1 has no server DISCONNECT: the socket just closes), then closes.
- * aedes writes the DISCONNECT behind whatever is buffered and waits for it to drain; a peer that
- * does not read would hold the socket until aedes' 60 s drain timeout, so it is cut after
- * `graceMs`. `done` runs once the client is closed.
+ * Tells a v5 client why (3.1.1 has no server DISCONNECT: the socket just closes), then closes,
+ * through aedes' own disconnect(). Client sockets never report backpressure here (queue.ts), so
+ * aedes closes right after handing the DISCONNECT to the socket: fine for a publisher, which
+ * reads what it is sent. `graceMs` bounds a close that does not complete. `done` runs once the
+ * client is closed.
  */
 export function disconnectWithin (client: Client, reasonCode: number, graceMs: number, done: () => void = () => {}): void {
   const timer = setTimeout(() => { client.conn.destroy() }, graceMs)
