@@ -2,7 +2,8 @@
 // its way, and what hold() refuses.
 import t from 'tap'
 import { createServer, type AddressInfo } from 'node:net'
-import { Aedes, type AuthorizePublishHandler } from 'aedes'
+import type { AuthorizePublishHandler } from 'aedes'
+import { Aedes } from '../src/engine/aedes.js'
 import mqtt, { type MqttClient } from 'mqtt'
 import { trackDeliveries } from '../src/shutdown.js'
 

@@ -2,6 +2,7 @@ import { createBastion } from '../bastion.js'
 import { loadConfig } from '../config/load.js'
 import { createLogger } from '../log.js'
 import { expectPositionals, parse, stringFlag } from './args.js'
+import { ENGINE } from '../engine/aedes.js'
 
 export const START_HELP = `Usage: mqtt-bastion start [--config FILE]
 
@@ -31,7 +32,7 @@ export async function startCommand (argv: string[], out: (s: string) => void): P
   const log = createLogger({ level: config.log.level })
   log.info({ event: 'broker.starting', config: used ?? 'defaults' }, 'starting mqtt-bastion')
   const bastion = await createBastion(config, { logger: log })
-  log.info({ event: 'broker.ready', pid: process.pid, listeners: bastion.listeners.map((l) => `${l.type}://${l.host}:${l.port}`), ...(bastion.monitoring === undefined ? {} : { monitoring: `http://${bastion.monitoring.host}:${bastion.monitoring.port}` }) }, 'ready')
+  log.info({ event: 'broker.ready', pid: process.pid, engine: `aedes ${ENGINE.aedes} + ${ENGINE.patches.length} patches`, listeners: bastion.listeners.map((l) => `${l.type}://${l.host}:${l.port}`), ...(bastion.monitoring === undefined ? {} : { monitoring: `http://${bastion.monitoring.host}:${bastion.monitoring.port}` }) }, 'ready')
 
   let stopping = false
   const stop = (signal: string): void => {

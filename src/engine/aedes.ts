@@ -1,0 +1,19 @@
+// The broker engine: aedes 2.0.0-beta.1 with our patch set (patches/aedes/), copied and patched
+// into dist/vendor/aedes by scripts/vendor-aedes.mjs at build time. Importing it through
+// package.json "imports" (#aedes) instead of `aedes` keeps the fixes wherever this package is
+// installed, even where npm hoists or dedupes an unpatched aedes beside it.
+import { readFileSync } from 'node:fs'
+import type { Aedes as AedesBroker } from 'aedes'
+import * as patched from '#aedes'
+
+/** Which aedes release the engine is and which of our patches it carries, in order. */
+export interface EnginePatches { readonly aedes: string; readonly patches: readonly string[] }
+
+export const ENGINE: EnginePatches = Object.freeze(
+  JSON.parse(readFileSync(new URL('patches.json', import.meta.resolve('#aedes')), 'utf8')) as EnginePatches
+)
+
+// Typed by the upstream package's declarations (the patches change behaviour, not the API), so
+// one set of aedes types serves the whole code base.
+export const Aedes = patched.Aedes as unknown as typeof AedesBroker
+export type Aedes = AedesBroker
