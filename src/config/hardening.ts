@@ -35,8 +35,16 @@ export interface LimitsConfig {
   readonly tlsHandshakeTimeout: number
   /** Seconds from accepting a socket to a complete CONNECT packet. */
   readonly connectTimeout: number
-  /** Largest keepalive, seconds: MQTT 5 clients are told Server Keep Alive, 3.1.1 clients asking more (or 0) are refused. */
+  /**
+   * Largest keepalive, seconds: MQTT 5 clients are told Server Keep Alive, 3.1.1 clients asking
+   * more (or 0) are refused. 0: no cap (3.1.1 keepalive 0 accepted, as Mosquitto's default).
+   */
   readonly maxKeepAlive: number
+  /**
+   * QoS 2 PUBLISHes one client may have awaiting PUBREL (advertised to MQTT 5 clients as Receive
+   * Maximum); one more is DISCONNECT 0x93 (MQTT 5) or a closed connection (3.1.1).
+   */
+  readonly receiveMaximum: number
   /** Largest MQTT packet accepted, bytes (advertised to MQTT 5 clients as Maximum Packet Size). */
   readonly maxPacketSize: number
   /** Longest topic name or filter, bytes of UTF-8. */
@@ -95,7 +103,7 @@ export function parseAuthHardening (auth: Raw): AuthHardening {
 export function parseLimits (value: unknown): LimitsConfig {
   const p = 'limits'
   const raw = object(value, p, ['maxConnections', 'maxConnectionsPerIp', 'tlsHandshakeTimeout', 'connectTimeout', 'maxKeepAlive',
-    'maxPacketSize', 'maxTopicLength', 'maxTopicLevels', 'maxSubscriptions', 'maxQueuedBytes', 'publishRate'])
+    'receiveMaximum', 'maxPacketSize', 'maxTopicLength', 'maxTopicLevels', 'maxSubscriptions', 'maxQueuedBytes', 'publishRate'])
   const rate = object(raw.publishRate, `${p}.publishRate`, ['messages', 'bytes'])
   const maxPacketSize = int(raw, 'maxPacketSize', `${p}.maxPacketSize`, 65_536, 128, 268_435_455)
   return Object.freeze({
@@ -103,7 +111,8 @@ export function parseLimits (value: unknown): LimitsConfig {
     maxConnectionsPerIp: int(raw, 'maxConnectionsPerIp', `${p}.maxConnectionsPerIp`, 100, 0, 1_000_000),
     tlsHandshakeTimeout: int(raw, 'tlsHandshakeTimeout', `${p}.tlsHandshakeTimeout`, 10, 1, 300),
     connectTimeout: int(raw, 'connectTimeout', `${p}.connectTimeout`, 10, 1, 300),
-    maxKeepAlive: int(raw, 'maxKeepAlive', `${p}.maxKeepAlive`, 300, 1, 65_535),
+    maxKeepAlive: int(raw, 'maxKeepAlive', `${p}.maxKeepAlive`, 300, 0, 65_535),
+    receiveMaximum: int(raw, 'receiveMaximum', `${p}.receiveMaximum`, 32, 1, 65_535),
     maxPacketSize,
     maxTopicLength: int(raw, 'maxTopicLength', `${p}.maxTopicLength`, 256, 1, 65_535),
     // aedes' topic matcher cannot go deeper than 100 levels.

@@ -40,7 +40,9 @@ export function aedesLimitOptions (limits: LimitsConfig): Partial<AedesOptions> 
   return {
     connectTimeout: limits.connectTimeout * 1000,
     keepaliveLimit: limits.maxKeepAlive,
-    maximumPacketSize: limits.maxPacketSize
+    maximumPacketSize: limits.maxPacketSize,
+    // Advertised in CONNACK and enforced by aedes on QoS 2 awaiting PUBREL (patches/aedes/0003).
+    receiveMaximum: limits.receiveMaximum
     // maxTopicLevels stays at aedes' 100: below that our guards refuse with a SUBACK / PUBACK
     // code and a log line, where aedes would only close the connection.
   }
@@ -54,7 +56,7 @@ interface RateState {
   kicked?: { closed: boolean; waiting: Array<() => void>; disconnect?: () => void }
 }
 interface ClientInternals { subscriptions?: Record<string, unknown> }
-interface LimitError extends Error { size?: number; maximumPacketSize?: number }
+interface LimitError extends Error { size?: number; maximumPacketSize?: number; receiveMaximum?: number }
 
 function authError (returnCode: 2 | 5, message: string): Error & { returnCode: 2 | 5 } {
   return Object.assign(new Error(message), { returnCode })
@@ -92,8 +94,9 @@ export function createGuards (inner: Partial<AedesOptions>, opts: GuardOptions):
     const max = limits.maxKeepAlive
     // MQTT 5 clients are told Server Keep Alive by aedes; 3.1.1 has no way to say it, so, as
     // Mosquitto's max_keepalive does, the CONNECT is refused (keepalive 0 would mean never).
+    // maxKeepAlive 0 is no cap at all.
     const keepalive = packet.keepalive ?? 0
-    if (packet.protocolVersion !== 5 && (keepalive === 0 || keepalive > max)) {
+    if (max > 0 && packet.protocolVersion !== 5 && (keepalive === 0 || keepalive > max)) {
       refusals.set(client, { returnCode: RC_IDENTIFIER_REJECTED, limit: 'keepalive', fields: { requested: keepalive, max }, msg: 'login refused: keepalive out of bounds' })
       // Lets aedes' own check (which would answer the invalid code 6) pass to our refusal.
       packet.keepalive = max
@@ -195,13 +198,13 @@ export function createGuards (inner: Partial<AedesOptions>, opts: GuardOptions):
     }
     // Distinct filters held plus those being granted right now (one SUBSCRIBE asks for all its
     // filters in parallel, before aedes records any); re-subscribing a filter takes no slot.
+    // Filters are peer-chosen names: own keys only (`toString` in {} is true).
     const held = (client as unknown as ClientInternals).subscriptions ?? {}
     let pending = reserved.get(client)
     if (pending === undefined) reserved.set(client, pending = new Set())
-    if (!(sub.topic in held) && !pending.has(sub.topic)) {
-      let count = 0
-      for (const _ in held) count++
-      for (const reservedTopic of pending) if (!(reservedTopic in held)) count++
+    if (!Object.hasOwn(held, sub.topic) && !pending.has(sub.topic)) {
+      let count = Object.keys(held).length
+      for (const reservedTopic of pending) if (!Object.hasOwn(held, reservedTopic)) count++
       if (count >= limits.maxSubscriptions) {
         report.hit('subscriptions', client.id, 'warn', { ...who(client), max: limits.maxSubscriptions }, 'subscription refused: too many subscriptions')
         // aedes cannot answer 0x97 Quota exceeded: SUBACK 0x87 (v5) / 0x80 (3.1.1).
@@ -235,6 +238,8 @@ export function createGuards (inner: Partial<AedesOptions>, opts: GuardOptions):
       if (err.message === 'packet too large') {
         const remote = remoteOf(client)
         report.hit('packet_size', remote, 'warn', { clientId: client.id ?? undefined, remote, size: err.size, max: err.maximumPacketSize }, 'connection closed: packet too large')
+      } else if (err.message === 'receive maximum exceeded') {
+        report.hit('receive_maximum', client.id, 'warn', { ...who(client), max: err.receiveMaximum }, 'client disconnected: too many QoS 2 messages awaiting PUBREL')
       } else if (err.message === 'connect did not arrive in time') {
         const remote = remoteOf(client)
         report.hit('connect_timeout', remote, 'info', { remote }, 'connection closed: no CONNECT in time')
