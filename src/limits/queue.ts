@@ -5,6 +5,8 @@ import { DISCONNECT_GRACE_MS, RC_QUOTA_EXCEEDED } from './disconnect.js'
 
 /** Node's writable state; `highWaterMark` has no setter (pinned by test/e2e/limits-packets.test.ts). */
 interface WritableInternals { _writableState?: { highWaterMark?: number } }
+/** Payload waiting for a free slot of the client's Receive Maximum (patches/aedes/0004). */
+interface ClientInternals { _outgoingPendingBytes?: number }
 
 export interface QueueGuard {
   /** Prepares a socket about to be handed to aedes. */
@@ -54,7 +56,7 @@ export function createQueueGuard (maxBytes: number, onSlow: (client: Client, que
     },
     allow (client) {
       if (leaving.has(client)) return false
-      const queued = client.conn.writableLength
+      const queued = client.conn.writableLength + ((client as unknown as ClientInternals)._outgoingPendingBytes ?? 0)
       if (queued <= maxBytes) return true
       drop(client, queued)
       return false
