@@ -1,3 +1,4 @@
+import type { EventEmitter } from 'node:events'
 import type { TLSSocket } from 'node:tls'
 import type { Aedes, AedesOptions, Client, ConnectPacket, PublishPacket } from 'aedes'
 import mqttPacket from 'mqtt-packet'
@@ -131,7 +132,9 @@ export function createHooks (opts: HookOptions): { options: Partial<AedesOptions
         expiryClamped = true
       }
       if (opts.maxSessionExpiry === 0) packet.clean = true
-    } else {
+    } else if (packet.clientId !== '') {
+      // An empty 3.1.1 client id with CleanSession 0 stays as sent: aedes refuses it with code 2
+      // [MQTT-3.1.3-8] (there is no session to resume for an id the server makes up).
       packet.clean = true
     }
     pending.set(client, { will: packet.will, expiryClamped })
@@ -218,12 +221,6 @@ export function createHooks (opts: HookOptions): { options: Partial<AedesOptions
     const identity = client === null ? undefined : identities.get(client)
     // Wills reach this hook too (publishWill); they have no `cmd`.
     const isWill = (packet as Partial<PublishPacket>).cmd === undefined
-    if (isWill && packet.properties !== undefined && 'willDelayInterval' in packet.properties) {
-      // aedes 2.0.0-beta.1 forwards the CONNECT-only Will Delay Interval inside the will
-      // PUBLISH; strict MQTT 5 clients (paho) treat that as a protocol error and drop.
-      const { willDelayInterval: _drop, ...rest } = packet.properties as Record<string, unknown>
-      packet.properties = rest
-    }
     // A revoked user's will (or last packets) is not published on its behalf.
     if (identity === undefined || client === null || sessions.isRevoked(client)) {
       done(new Error('not authorized'))
@@ -306,6 +303,11 @@ export function createHooks (opts: HookOptions): { options: Partial<AedesOptions
     })
     broker.on('connectionError', (client, err) => {
       log.debug({ event: 'connection.error', remote: remoteOf(client), err: err.message }, 'connection error')
+    })
+    // [MQTT-3.1.2-25] a delivery larger than the Maximum Packet Size the client asked for is
+    // dropped by aedes (patches/aedes/0005); the client chose that, so debug only.
+    ;(broker as unknown as EventEmitter).on('packetTooLargeForClient', (client: Client, packet: PublishPacket) => {
+      log.debug({ event: 'delivery.too_large', clientId: client.id, topic: packet.topic, max: client.maximumPacketSize }, 'delivery dropped: larger than the client\'s Maximum Packet Size')
     })
   }
 
