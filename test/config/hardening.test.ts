@@ -13,6 +13,7 @@ t.test('hardening defaults: every limit is on with a safe value', async (t) => {
     tlsHandshakeTimeout: 10,
     connectTimeout: 10,
     maxKeepAlive: 300,
+    receiveMaximum: 32,
     maxPacketSize: 65536,
     maxTopicLength: 256,
     maxTopicLevels: 16,
@@ -44,6 +45,8 @@ t.test('bad hardening keys and values are refused naming the key', async (t) => 
     [{ limits: { maxConnections: 0 } }, /config limits\.maxConnections: must be an integer from 1/],
     [{ limits: { connectTimeout: 0.5 } }, /config limits\.connectTimeout: must be an integer/],
     [{ limits: { maxTopicLevels: 101 } }, /config limits\.maxTopicLevels: must be an integer from 1 to 100/],
+    [{ limits: { receiveMaximum: 0 } }, /config limits\.receiveMaximum: must be an integer from 1 to 65535/],
+    [{ limits: { receiveMaximum: 65536 } }, /config limits\.receiveMaximum: must be an integer from 1 to 65535/],
     [{ limits: { publishRate: { msgs: 1 } } }, /config limits\.publishRate\.msgs: unknown key/],
     // A message of the largest allowed size must be able to pass the byte bucket and the queue.
     [{ limits: { maxPacketSize: 100000, publishRate: { bytes: 50000 } } }, /config limits\.publishRate\.bytes: must be an integer from 100000/],

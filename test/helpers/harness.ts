@@ -44,16 +44,19 @@ function capture (logs: Array<Record<string, any>>): Writable {
 
 /** `prepare` runs in the test folder after the CA and server certificate exist, before the broker starts. */
 export async function startHarness (extra: Record<string, unknown> = {}, opts: { prepare?: (dir: string) => Promise<void> } = {}): Promise<Harness> {
-  const dir = mkdtempSync(join(tmpdir(), 'bastion-test-'))
-  await initCertificates({ outDir: join(dir, 'certs') })
-  await opts.prepare?.(dir)
   const { listeners, auth, ...rest } = extra as { listeners?: unknown[]; auth?: Record<string, unknown> }
-  const config = parseConfig({
+  const raw = {
     listeners: listeners ?? [{ type: 'tls', host: '127.0.0.1', port: 0, cert: 'certs/server.crt', key: 'certs/server.key', ca: 'certs/ca.crt' }],
     auth: { store: { type: 'file', path: 'data/users.json' }, workers: 2, ...auth },
     log: { level: 'debug' },
     ...rest
-  }, dir)
+  }
+  // A config the broker refuses throws here, before there is a folder to leave behind.
+  parseConfig(raw, tmpdir())
+  const dir = mkdtempSync(join(tmpdir(), 'bastion-test-'))
+  await initCertificates({ outDir: join(dir, 'certs') })
+  await opts.prepare?.(dir)
+  const config = parseConfig(raw, dir)
   const logs: Array<Record<string, any>> = []
   const logger = pino({ level: 'debug', redact: { paths: REDACT_PATHS, censor: '[redacted]' } }, capture(logs))
   const secrets = new Map<string, string>()
