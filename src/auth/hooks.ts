@@ -122,8 +122,10 @@ export function createHooks (opts: HookOptions): { options: Partial<AedesOptions
   }
 
   const preConnect: AedesOptions['preConnect'] = (client, packet, done) => {
-    // Sessions are ephemeral unless configured otherwise: a 3.1.1 client cannot be told an
-    // expiry, so its clean=false is treated as clean; an MQTT 5 request is capped.
+    // Sessions are ephemeral unless configured otherwise: an MQTT 5 request is capped at
+    // sessions.maxExpiry. A 3.1.1 client cannot be told an expiry: with a cap of 0 its
+    // clean=false is treated as clean; above 0 its session lives up to the cap (aedes applies
+    // sessionExpiryIntervalLimit to 3.1.1 sessions, patches/aedes/0010).
     let expiryClamped = false
     if (packet.protocolVersion === 5) {
       const requested = packet.properties?.sessionExpiryInterval ?? 0
@@ -132,7 +134,7 @@ export function createHooks (opts: HookOptions): { options: Partial<AedesOptions
         expiryClamped = true
       }
       if (opts.maxSessionExpiry === 0) packet.clean = true
-    } else if (packet.clientId !== '') {
+    } else if (opts.maxSessionExpiry === 0 && packet.clientId !== '') {
       // An empty 3.1.1 client id with CleanSession 0 stays as sent: aedes refuses it with code 2
       // [MQTT-3.1.3-8] (there is no session to resume for an id the server makes up).
       packet.clean = true
