@@ -153,6 +153,20 @@ t.test('past a Receive Maximum of 4 unreleased QoS 2 PUBLISHes a v5 client gets 
   t.ok(logged.length >= 1, 'the refusal is logged by the limit reporter')
   t.match(logged[0], { remote: '127.0.0.1' })
 
+  // Counted as the packets arrive, not as their handling completes: a PUBLISH sent while the
+  // window is full is refused even when a PUBREL right behind it in the same read would be
+  // handled first (aedes handles the packets of one read concurrently; the PUBLISH waits for its
+  // authorization). Counting at completion let Paho's test_flow_control2 through.
+  const order = await raw(h4, 'bob', { clientId: 'bob-order' })
+  t.equal((await order.next('connack') as any)?.reasonCode, 0)
+  for (let id = 1; id <= 4; id++) order.send(qos2('metrics/bob/Temperatura', id, `o${id}`))
+  for (let id = 1; id <= 4; id++) t.equal((await order.next('pubrec'))?.messageId, id, `PUBREC ${id}`)
+  order.socket.write(Buffer.concat([
+    mqttPacket.generate(qos2('metrics/bob/Temperatura', 5, 'o5'), { protocolVersion: 5 }),
+    mqttPacket.generate({ cmd: 'pubrel', messageId: 1 } as any, { protocolVersion: 5 })
+  ]))
+  t.equal((await order.next('disconnect', 3000) as any)?.reasonCode, 0x93, 'the fifth PUBLISH, ahead of PUBREL 1, exceeds the window')
+
   const v4 = await raw(h4, 'bob', { clientId: 'bob-v4', protocolVersion: 4 })
   t.equal((await v4.next('connack') as any)?.returnCode, 0)
   for (let id = 1; id <= 5; id++) v4.send(qos2('metrics/bob/Temperatura', id, `v4-${id}`))
