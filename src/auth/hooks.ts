@@ -62,6 +62,15 @@ const READ_DENIALS_LOGGED = 100
 /** What a CONNECT carried that the authenticate hook needs but aedes does not pass to it. */
 interface PendingConnect { will?: ConnectPacket['will']; expiryClamped: boolean }
 
+/**
+ * A refused PUBLISH. aedes turns an error's message into the MQTT 5 PUBACK/PUBREC Reason String;
+ * 0x87 already says "not authorized", so, as Mosquitto, the code goes alone (the refusal is
+ * logged as acl.denied).
+ */
+function publishDenied (): Error {
+  return new Error('')
+}
+
 type AuthError = Error & { returnCode: 2 | 3 | 4 | 5 }
 function authError (returnCode: AuthError['returnCode'], message: string): AuthError {
   return Object.assign(new Error(message), { returnCode })
@@ -225,13 +234,13 @@ export function createHooks (opts: HookOptions): { options: Partial<AedesOptions
     const isWill = (packet as Partial<PublishPacket>).cmd === undefined
     // A revoked user's will (or last packets) is not published on its behalf.
     if (identity === undefined || client === null || sessions.isRevoked(client)) {
-      done(new Error('not authorized'))
+      done(publishDenied())
       return
     }
     decide(identity, 'publish', packet.topic).then((d) => {
       if (!d.allow) {
         denied(client, identity, isWill ? 'will' : 'publish', packet.topic, d.reason)
-        done(new Error('not authorized'))
+        done(publishDenied())
         return
       }
       if (isWill) log.info({ event: 'will.published', user: identity.user, clientId: client.id, topic: packet.topic, source: 'client' }, 'client will published')

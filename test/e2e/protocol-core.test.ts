@@ -357,3 +357,14 @@ t.test('the will PUBLISH carries no Will Delay Interval, with a delay of 0 or of
   t.same(got.map((m: any) => m.payload).sort(), ['will-0', 'will-1'], 'both wills delivered')
   t.ok(got.every((m: any) => !('WillDelayInterval' in (m.properties ?? {}))), 'none carries a Will Delay Interval')
 })
+
+t.test('a refused QoS 1 PUBLISH gets PUBACK 0x87 alone, without a Reason String (as Mosquitto; the Paho harness cannot parse one)', async (t) => {
+  const r = await raw(h, 'adv', { clientId: 'adv-denied' })
+  t.equal((await r.next('connack') as any)?.reasonCode, 0)
+  r.send({ cmd: 'publish', topic: 'metrics/someone-else/Temperatura', payload: Buffer.from('x'), qos: 1, messageId: 9, retain: false, dup: false } as any)
+  const puback = await r.next('puback') as any
+  t.equal(puback?.reasonCode, 0x87)
+  t.equal(puback?.properties?.reasonString, undefined, 'no Reason String')
+  t.ok(events(h, 'acl.denied').some((l) => l.clientId === 'adv-denied'), 'the refusal is logged')
+  r.socket.destroy()
+})
