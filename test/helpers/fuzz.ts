@@ -127,9 +127,124 @@ function mutate (r: Rng, b: Buffer, count: number): Buffer {
   return out
 }
 
+// Identifiers: names a broker may keep as keys (client ids, filters, topics, property keys).
+// Members of the prototypes a plain object or array inherits from, read from this Node.
+const PROTO_NAMES = [...new Set([Object.prototype, Function.prototype, Array.prototype]
+  .flatMap((p) => Object.getOwnPropertyNames(p)).concat(['__proto__', 'prototype', 'constructor']))]
+/**
+ * Stands for an invalid UTF-8 surrogate in a generated name. mqtt-packet encodes U+FFFD (and
+ * a lone UTF-16 surrogate, which Node writes as U+FFFD) as EF BF BD; the frames of identifier
+ * cases have those bytes replaced by an encoded surrogate (ED A0 80 / ED BF BF, same length),
+ * which MQTT forbids [MQTT-1.5.4-1] and no JS string encodes to.
+ */
+const SURROGATE = '\ufffd'
+const LEVELS = ['', '+', '#', '$', '$SYS', 'metrics', 'fuzz', 'alice', 'Temperatura', 'x', '\u0000', '\u0000x', 'a\u0000', '\u0001', '\u001f', '\u007f', '\u0085',
+  '\u2028', '\ufeff', '\uffff', '\u{1F600}', '\ud800', '\udfff', SURROGATE, `a${SURROGATE}b`, ' ', '%s', '..', '\\']
+// limits.maxPacketSize as the fuzz test runs the broker (the default).
+const PACKET_LIMIT = 65_536
+
+/** A name: a prototype member, a mix of levels around them, or a long one. */
+function ident (r: Rng): string {
+  switch (r.int(6)) {
+    case 0: case 1: return r.pick(PROTO_NAMES)
+    case 2: return r.pick(['metrics/fuzz/', 'metrics/alice/', '', '/', '$SYS/']) + r.pick(PROTO_NAMES) + r.pick(['', '/#', '/+', '/x', '/__proto__'])
+    case 3: case 4: return Array.from({ length: 1 + r.int(5) }, () => r.int(2) === 0 ? r.pick(PROTO_NAMES) : r.pick(LEVELS)).join(r.pick(['/', '/', '//', '']))
+    default: {
+      const unit = r.pick([...PROTO_NAMES, ...LEVELS.filter((l) => l !== '')])
+      const length = r.pick([23, 24, 255, 256, 257, 1024, 1024, 4096])
+      return unit.repeat(Math.ceil(length / unit.length)).slice(0, length)
+    }
+  }
+}
+/** Up to four user properties (MQTT 5) with generated keys and values. */
+function userProperties (r: Rng): Record<string, string | string[]> {
+  const props: Record<string, string | string[]> = Object.create(null)
+  for (let i = r.int(4); i > 0; i--) props[ident(r)] = r.int(3) === 0 ? [ident(r), ident(r)] : ident(r)
+  return props
+}
+/** mqtt-packet refuses some values (a Subscription Identifier out of range): then the raw packet below. */
+function tryGen (packet: Record<string, unknown>, v: V, raw: () => Buffer): Buffer {
+  try {
+    const b = gen(packet, v)
+    return b.length > 0 ? b : raw()
+  } catch {
+    return raw()
+  }
+}
+/** A SUBSCRIBE carrying a Subscription Identifier of `id` (VBI as given, even out of range). */
+function rawSubscribeWithId (filter: string, id: number): Buffer {
+  const props = Buffer.concat([Buffer.from([0x0b]), varint(id)])
+  return frame(0x82, Buffer.concat([u16(11), varint(props.length), props, str(Buffer.from(filter)), Buffer.from([1])]))
+}
+/** `build(n)` sized so the whole packet is `target` bytes (a name of n bytes grows it by n). */
+function sized (build: (n: number) => Buffer, target: number): Buffer {
+  let n = Math.max(0, target - build(0).length)
+  for (let i = 0; i < 3; i++) {
+    const b = build(n)
+    if (b.length === target || n === 0) return b
+    n = Math.max(0, n + target - b.length)
+  }
+  return build(n)
+}
+/** Encoded U+FFFD -> an encoded surrogate, in place of the SURROGATE stand-in. */
+function surrogates (r: Rng, b: Buffer): Buffer {
+  for (let at = b.indexOf(Buffer.from([0xef, 0xbf, 0xbd])); at >= 0; at = b.indexOf(Buffer.from([0xef, 0xbf, 0xbd]), at + 3)) {
+    b.set(r.int(2) === 0 ? [0xed, 0xa0, 0x80] : [0xed, 0xbf, 0xbf], at)
+  }
+  return b
+}
+
+/** Packets of a logged-in client that use generated names everywhere a name goes. */
+function identifierPackets (r: Rng, v: V): Buffer[] {
+  const props = (extra: Record<string, unknown> = {}): Record<string, unknown> => v === 5 && r.int(2) === 0 ? { properties: { userProperties: userProperties(r), ...extra } } : {}
+  return Array.from({ length: 1 + r.int(5) }, (): Buffer => {
+    const messageId = 1 + r.int(65535)
+    switch (r.int(12)) {
+      case 0: case 1: case 2: {
+        const subscriptions = Array.from({ length: 1 + r.int(4) }, () => ({ topic: r.int(4) === 0 ? r.pick(FILTERS) : ident(r), qos: r.int(3) }))
+        const si = v === 5 && r.int(3) === 0 ? { subscriptionIdentifier: r.pick([1, 2, 268_435_455, 0, 268_435_456, 1 + r.int(1000)]) } : {}
+        const raw = (): Buffer => rawSubscribeWithId(subscriptions[0]?.topic ?? 'x', (si as { subscriptionIdentifier?: number }).subscriptionIdentifier ?? 1)
+        return tryGen({ cmd: 'subscribe', messageId, subscriptions, ...props(si) }, v, raw)
+      }
+      case 3: case 4: return gen({ cmd: 'unsubscribe', messageId, unsubscriptions: Array.from({ length: 1 + r.int(3) }, () => r.int(4) === 0 ? r.pick(FILTERS) : ident(r)), ...props() }, v)
+      case 5: case 6: case 7: {
+        const topic = r.pick(['', 'metrics/fuzz/', 'metrics/alice/']) + ident(r)
+        const extra = v === 5 && r.int(3) === 0 ? r.pick<Record<string, unknown>>([{ responseTopic: ident(r) }, { contentType: ident(r) }, { subscriptionIdentifier: 1 + r.int(100) }, { correlationData: Buffer.from(ident(r)) }]) : {}
+        return tryGen({ cmd: 'publish', topic, payload: 'x', qos: r.int(3), messageId, retain: r.int(4) === 0, dup: false, ...props(extra) }, v, () => rawPublish(v, Buffer.from(topic), 1))
+      }
+      case 8: return gen({ cmd: 'pubrel', messageId: r.int(2) === 0 ? messageId : 1 + r.int(8) }, v)
+      // A name as long as a packet may be: the limit, one byte under, one over (too large: closed);
+      // MQTT 5 also as a user property value under a prototype-named key.
+      case 9: {
+        const target = PACKET_LIMIT + r.pick([-1, 0, 1])
+        const unit = r.pick(PROTO_NAMES)
+        const name = (n: number): string => unit.repeat(Math.ceil(n / unit.length)).slice(0, n)
+        return r.int(2) === 0 || v === 4
+          ? sized((n) => gen({ cmd: 'unsubscribe', messageId, unsubscriptions: [name(Math.min(n, 65_535))] }, v), target)
+          : sized((n) => gen({ cmd: 'publish', topic: 'metrics/fuzz/Temperatura', payload: 'x', qos: 1, messageId, retain: false, dup: false, properties: { userProperties: { [unit]: name(Math.min(n, 65_535)) } } }, v), target)
+      }
+      default: return gen({ cmd: 'pingreq' }, v)
+    }
+  })
+}
+
+/** A valid login whose client id (and, MQTT 5, user properties and will) are generated names. */
+function identifierConnect (r: Rng, v: V, login: Login): Buffer {
+  const will = r.int(4) === 0 ? { will: { topic: r.pick(['metrics/fuzz/', '']) + ident(r), payload: Buffer.from('w'), qos: r.int(2), retain: false } } : {}
+  const build = (clientId: string): Buffer => gen({
+    cmd: 'connect', protocolVersion: v, protocolId: 'MQTT', clientId, clean: true, keepalive: 1, username: login.username, password: Buffer.from(login.password),
+    ...will, ...(v === 5 && r.int(2) === 0 ? { properties: { userProperties: userProperties(r) } } : {})
+  }, v)
+  if (r.int(6) > 0) return build(ident(r))
+  // A client id as long as the packet limit allows, or one byte more.
+  const unit = r.pick(PROTO_NAMES)
+  return sized((n) => build(unit.repeat(Math.ceil(n / unit.length)).slice(0, Math.min(n, 65_535))), PACKET_LIMIT + r.pick([-1, 0, 1]))
+}
+
 export const KINDS = {
   'bad-remaining-length': 10, truncated: 10, 'bad-utf8': 10, 'nul-in-topic': 6, 'wildcard-publish': 6, 'duplicate-connect': 6,
-  'before-connect': 8, 'junk-after-connect': 12, 'oversized-varint': 8, 'huge-claimed-length': 2, 'v5-properties': 6, mutate: 24, 'plain-junk': 2
+  'before-connect': 8, 'junk-after-connect': 12, 'oversized-varint': 8, 'huge-claimed-length': 2, 'v5-properties': 6, mutate: 24, 'plain-junk': 2,
+  identifiers: 12, 'identifier-connect': 8
 } as const
 const KIND_LIST = Object.entries(KINDS).flatMap(([k, w]) => Array<string>(w).fill(k))
 
@@ -180,6 +295,9 @@ export function fuzzCase (seed: number, index: number, login: () => Login): Fuzz
       frames.push(connect(r, 5, index, login()), gen({ cmd: 'publish', topic, payload: r.int(2) === 0 ? r.bytes(8) : 'x', qos: r.int(2), messageId: 3, retain: false, dup: false, properties: props }, 5))
       return done(5)
     }
+    // Generated names after a valid login (and, with 'identifier-connect', inside it).
+    case 'identifiers': frames.push(...session(), ...identifierPackets(r, v).map((f) => surrogates(r, f))); break
+    case 'identifier-connect': frames.push(surrogates(r, identifierConnect(r, v, login())), ...identifierPackets(r, v).map((f) => surrogates(r, f))); break
     case 'mutate': {
       const rest = Array.from({ length: 1 + r.int(8) }, () => anyPacket(r, v))
       const head = ok()
@@ -276,6 +394,8 @@ export async function runFuzz (opts: { seed: number; from: number; count: number
   return { outcomes, packets, bytes }
 }
 
+export interface GcResult { heapUsed: number; external: number; arrayBuffers: number; rss: number }
+
 export interface BrokerProcess {
   pid: number
   port: number
@@ -286,10 +406,18 @@ export interface BrokerProcess {
   tail: string[]
   /** Set once the process exited, with its code or signal. */
   exited: () => string | undefined
-  /** Runs a full GC in the broker; resolves with the V8 heap used and RSS after it, in bytes. */
-  gc: () => Promise<{ heapUsed: number; rss: number }>
+  /**
+   * Runs a full GC in the broker; resolves with what survived it, in bytes: the V8 heap used,
+   * memory outside it held by JS objects (`external`, which includes Buffers' `arrayBuffers`) and RSS.
+   */
+  gc: () => Promise<GcResult>
   /** Resident set size in bytes, from /proc (Linux). */
   rss: () => number
+  /**
+   * Resolves once the broker has written no line for `ms` (at most `max` ms): its log lines are
+   * buffered in its heap until this process has read them, so memory is measured after that.
+   */
+  quiet: (ms: number, max: number) => Promise<void>
   stop: () => Promise<void>
 }
 
@@ -304,7 +432,7 @@ export async function scrape (base: string): Promise<Map<string, number>> {
 const GC_PRELOAD = `process.on('SIGUSR2', () => {
   globalThis.gc()
   const m = process.memoryUsage()
-  process.stderr.write('fuzz-gc ' + JSON.stringify({ heapUsed: m.heapUsed, rss: m.rss }) + '\\n')
+  process.stderr.write('fuzz-gc ' + JSON.stringify({ heapUsed: m.heapUsed, external: m.external, arrayBuffers: m.arrayBuffers, rss: m.rss }) + '\\n')
 })
 `
 
@@ -321,8 +449,9 @@ export async function startBrokerProcess (cli: string, configFile: string, cwd: 
   const events = new Map<string, number>()
   const tail: string[] = []
   let exited: string | undefined
-  const keep = (line: string): void => { tail.push(line); if (tail.length > 40) tail.shift() }
-  const gcWaiters: Array<(m: { heapUsed: number; rss: number }) => void> = []
+  let lastLine = Date.now()
+  const keep = (line: string): void => { lastLine = Date.now(); tail.push(line); if (tail.length > 40) tail.shift() }
+  const gcWaiters: Array<(m: GcResult) => void> = []
   createInterface({ input: child.stderr }).on('line', (line) => {
     if (line.startsWith('fuzz-gc ')) gcWaiters.shift()?.(JSON.parse(line.slice(8)))
     else keep(line)
@@ -351,10 +480,15 @@ export async function startBrokerProcess (cli: string, configFile: string, cwd: 
     async gc () {
       return await new Promise((resolve, reject) => {
         const timer = setTimeout(() => { gcWaiters.splice(gcWaiters.indexOf(answer), 1); reject(new Error('no GC answer within 5 s')) }, 5000)
-        const answer = (m: { heapUsed: number; rss: number }): void => { clearTimeout(timer); resolve(m) }
+        const answer = (m: GcResult): void => { clearTimeout(timer); resolve(m) }
         gcWaiters.push(answer)
         child.kill('SIGUSR2')
       })
+    },
+    async quiet (ms, max) {
+      for (const end = Date.now() + max; Date.now() - lastLine < ms && Date.now() < end;) {
+        await new Promise((resolve) => setTimeout(resolve, Math.max(10, ms - (Date.now() - lastLine))))
+      }
     },
     rss: () => 1024 * Number(/VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${child.pid as number}/status`, 'utf8'))?.[1]),
     async stop () {
