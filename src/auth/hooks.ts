@@ -294,6 +294,7 @@ export function createHooks (opts: HookOptions): { options: Partial<AedesOptions
   }
 
   function attach (broker: Aedes): void {
+    broker.on('client', (client) => { sessions.registered(client) })
     broker.on('clientDisconnect', (client) => {
       const identity = identities.get(client)
       if (identity === undefined) return

@@ -38,6 +38,12 @@ export interface SessionRegistry {
    * of two logins racing for one id, the first to get here holds it.
    */
   admit (client: Client, grant: SessionGrant): LoginFailure | undefined
+  /**
+   * aedes registered `client` under its id (its 'client' event). Logins of one user racing for
+   * one id are admitted in one order and may register in another; aedes keeps the last
+   * registered (patches/aedes/0011), so that one is the holder re-checks must reach.
+   */
+  registered (client: Client): void
   /** Whether the client's session was ended by a re-check (its will must not be published). */
   isRevoked (client: Client): boolean
   /** Re-checks every live session against the store now; a store fault ends nobody's session. */
@@ -72,6 +78,7 @@ export function createSessionRegistry (opts: SessionOptions): SessionRegistry {
   const binding = opts.clientIdBinding ?? 'none'
   const holders = new Map<string, Holder>()
   const revoked = new WeakSet<Client>()
+  const grants = new WeakMap<Client, SessionGrant>()
   let lastSweep = Date.now()
   let timer: NodeJS.Timeout | undefined
   let running: Promise<void> | undefined
@@ -159,11 +166,18 @@ export function createSessionRegistry (opts: SessionOptions): SessionRegistry {
       // A socket that closed while the login was being checked has fired 'close' already:
       // holding it would keep the client until the next sweep (found by the fuzzer).
       if (client.closed || conn.destroyed === true) return undefined
-      holders.set(client.id, { user: grant.user, remote: grant.remote, ...(grant.fingerprint === undefined ? {} : { fingerprint: grant.fingerprint }), client, until: Infinity })
+      const kept: SessionGrant = { user: grant.user, remote: grant.remote, ...(grant.fingerprint === undefined ? {} : { fingerprint: grant.fingerprint }) }
+      grants.set(client, kept)
+      holders.set(client.id, { ...kept, client, until: Infinity })
       // The socket's close covers every way out: DISCONNECT, drop, takeover, refusal after login.
       if (typeof conn.once === 'function') conn.once('close', () => release(client))
       sweep(now)
       return undefined
+    },
+    registered (client) {
+      const grant = grants.get(client)
+      if (grant === undefined || client.closed || holders.get(client.id)?.client === client) return
+      holders.set(client.id, { ...grant, client, until: Infinity })
     },
     isRevoked: (client) => revoked.has(client),
     async recheck () {

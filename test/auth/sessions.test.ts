@@ -165,3 +165,22 @@ t.test('without a store (HTTP backend) nothing is re-checked', async (t) => {
   t.equal(a.closed, false)
   r.close()
 })
+
+t.test('of two logins admitted for one id, the one aedes registered is the one a re-check ends', async (t) => {
+  const { log } = logs()
+  const users = new Map([['alice', record('alice')]])
+  const r = createSessionRegistry({ log, store: fakeStore(users) })
+  const fingerprint = credentialFingerprint(record('alice'))
+  const first = client('racing')
+  const second = client('racing')
+  t.equal(r.admit(first as any, { user: 'alice', remote: '127.0.0.1', fingerprint }), undefined)
+  t.equal(r.admit(second as any, { user: 'alice', remote: '127.0.0.1', fingerprint }), undefined)
+  // Registered in the other order: aedes keeps `first` and closes `second` (taken over).
+  r.registered(second as any)
+  r.registered(first as any)
+  second.closed = true
+  second.conn.emit('close')
+  users.set('alice', record('alice', { enabled: false }))
+  await r.recheck()
+  t.equal(first.reason, 0x98, 'the connection aedes kept is revoked')
+})
