@@ -50,7 +50,7 @@ async function publishAll (c: MqttClient): Promise<void> {
 t.test('on SIGTERM every message acknowledged to the publisher reaches the subscriber, in order, before DISCONNECT 0x8B', async (t) => {
   const broker = await folder.start(folder.config(['shutdown: { drainTimeout: 10 }', ...LIMITS]))
   t.teardown(() => broker.kill())
-  const sub = await broker.connect('alice', { offset: -1 })
+  const sub = await broker.connect('alice')
   await sub.subscribeAsync(TOPIC, { qos: 1 })
   const slow = slowSubscriber(sub)
   const pub = await broker.connect('alice')
@@ -74,7 +74,7 @@ t.test('on SIGTERM every message acknowledged to the publisher reaches the subsc
 t.test('a PUBLISH that arrives during the drain is not acknowledged, so its publisher keeps it', async (t) => {
   const broker = await folder.start(folder.config(['shutdown: { drainTimeout: 10 }', ...LIMITS]))
   t.teardown(() => broker.kill())
-  const sub = await broker.connect('alice', { offset: -1 })
+  const sub = await broker.connect('alice')
   await sub.subscribeAsync(TOPIC, { qos: 1 })
   const slow = slowSubscriber(sub)
   const pub = await broker.connect('alice')
@@ -95,7 +95,7 @@ t.test('a PUBLISH that arrives during the drain is not acknowledged, so its publ
 t.test('a subscriber that never reads holds the stop no longer than shutdown.drainTimeout', async (t) => {
   const broker = await folder.start(folder.config(['shutdown: { drainTimeout: 1 }', ...LIMITS]))
   t.teardown(() => broker.kill())
-  const sub = await broker.connect('alice', { offset: -1 })
+  const sub = await broker.connect('alice')
   await sub.subscribeAsync(TOPIC, { qos: 1 })
   slowSubscriber(sub) // the gate is never opened
   const pub = await broker.connect('alice')
