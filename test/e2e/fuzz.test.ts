@@ -5,13 +5,11 @@ import t, { type Test } from 'tap'
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import bcrypt from 'bcryptjs'
 import mqtt, { type IClientOptions, type MqttClient } from 'mqtt'
 import mqttPacket from 'mqtt-packet'
 import { initCertificates } from '../../src/certs/issue.js'
-import { currentCode, newSecret } from '../../src/crypto/totp.js'
-import { createFileStore } from '../../src/stores/file.js'
-import { KINDS, launch, runFuzz, scrape, startBrokerProcess, type Outcome } from '../helpers/fuzz.js'
+import { currentCode } from '../../src/crypto/totp.js'
+import { KINDS, launch, runFuzz, scrape, startBrokerProcess, writeUsers, type Outcome } from '../helpers/fuzz.js'
 
 const CLI = join(process.cwd(), 'dist', 'cli', 'main.js')
 const SEED = Number(process.env.FUZZ_SEED ?? Math.floor(Math.random() * 2 ** 32))
@@ -42,14 +40,7 @@ const dir = mkdtempSync(join(tmpdir(), 'bastion-fuzz-'))
 t.teardown(() => rmSync(dir, { recursive: true, force: true }))
 await initCertificates({ outDir: join(dir, 'certs') })
 const ca = readFileSync(join(dir, 'certs', 'ca.crt'))
-// Users written the way the CLI writes them, at bcrypt cost 4 instead of 12: the fuzzer logs in
-// hundreds of times and the password work is not what is under test.
-const store = createFileStore(join(dir, 'data', 'users.json'))
-const secrets: Record<string, string> = { alice: newSecret(), fuzz: newSecret() }
-for (const [username, totpSecret] of Object.entries(secrets)) {
-  await store.add({ username, passwordHash: bcrypt.hashSync(PASSWORD, 4), totpSecret, enabled: true, createdAt: new Date().toISOString() })
-}
-await store.close()
+const secrets = await writeUsers(join(dir, 'data', 'users.json'), ['alice', 'fuzz'], PASSWORD)
 const config = join(dir, 'bastion.yaml')
 writeFileSync(config, JSON.stringify({
   listeners: [{ type: 'tls', host: '127.0.0.1', port: 0, cert: 'certs/server.crt', key: 'certs/server.key' }],

@@ -8,12 +8,10 @@ import t, { type Test } from 'tap'
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import bcrypt from 'bcryptjs'
 import mqtt, { type IClientOptions, type MqttClient } from 'mqtt'
 import { initCertificates } from '../../src/certs/issue.js'
-import { currentCode, newSecret } from '../../src/crypto/totp.js'
-import { createFileStore } from '../../src/stores/file.js'
-import { startBrokerProcess, type BrokerProcess } from '../helpers/fuzz.js'
+import { currentCode } from '../../src/crypto/totp.js'
+import { startBrokerProcess, writeUsers, type BrokerProcess } from '../helpers/fuzz.js'
 import { connackCode, describe, rawLogin, type End, type Packet, type RawMqtt, type RawTarget } from '../helpers/raw-mqtt.js'
 
 const CLI = join(process.cwd(), 'dist', 'cli', 'main.js')
@@ -77,12 +75,7 @@ t.teardown(removeDir)
 process.once('exit', removeDir)
 await initCertificates({ outDir: join(dir, 'certs') })
 const ca = readFileSync(join(dir, 'certs', 'ca.crt'))
-const store = createFileStore(join(dir, 'data', 'users.json'))
-const secrets: Record<string, string> = { [HONEST]: newSecret(), [PROBE]: newSecret() }
-for (const [username, totpSecret] of Object.entries(secrets)) {
-  await store.add({ username, passwordHash: bcrypt.hashSync(PASSWORD, 4), totpSecret, enabled: true, createdAt: new Date().toISOString() })
-}
-await store.close()
+const secrets = await writeUsers(join(dir, 'data', 'users.json'), [HONEST, PROBE], PASSWORD)
 /** A config file: the default ACL, or (`permissive`) an acl_file granting the probe every topic. */
 function writeConfig (file: string, permissive: boolean): string {
   const path = join(dir, file)

@@ -7,11 +7,9 @@ import t from 'tap'
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import bcrypt from 'bcryptjs'
 import { initCertificates } from '../../src/certs/issue.js'
-import { currentCode, newSecret } from '../../src/crypto/totp.js'
-import { createFileStore } from '../../src/stores/file.js'
-import { scrape, startBrokerProcess, type GcResult } from '../helpers/fuzz.js'
+import { currentCode } from '../../src/crypto/totp.js'
+import { scrape, startBrokerProcess, writeUsers, type GcResult } from '../helpers/fuzz.js'
 import { connackCode, describe, rawLogin, type Packet, type RawMqtt, type RawTarget } from '../helpers/raw-mqtt.js'
 
 const CLI = join(process.cwd(), 'dist', 'cli', 'main.js')
@@ -57,13 +55,7 @@ process.once('exit', removeDir)
 await initCertificates({ outDir: join(dir, 'certs') })
 const ca = readFileSync(join(dir, 'certs', 'ca.crt'))
 const users = Array.from({ length: CLIENTS }, (_, k) => `dev${k}`)
-const store = createFileStore(join(dir, 'data', 'users.json'))
-const secrets: Record<string, string> = {}
-for (const username of [...users, 'ids']) {
-  secrets[username] = newSecret()
-  await store.add({ username, passwordHash: bcrypt.hashSync(PASSWORD, 4), totpSecret: secrets[username] as string, enabled: true, createdAt: new Date().toISOString() })
-}
-await store.close()
+const secrets = await writeUsers(join(dir, 'data', 'users.json'), [...users, 'ids'], PASSWORD)
 const config = join(dir, 'bastion.json')
 writeFileSync(config, JSON.stringify({
   listeners: [{ type: 'tls', host: '127.0.0.1', port: 0, cert: 'certs/server.crt', key: 'certs/server.key' }],

@@ -7,7 +7,10 @@ import { connect as netConnect, type Socket } from 'node:net'
 import { join } from 'node:path'
 import { createInterface } from 'node:readline'
 import { connect as tlsConnect } from 'node:tls'
+import bcrypt from 'bcryptjs'
 import mqttPacket from 'mqtt-packet'
+import { newSecret } from '../../src/crypto/totp.js'
+import { createFileStore } from '../../src/stores/file.js'
 
 export interface Rng { int (n: number): number; pick<T> (items: readonly T[]): T; bytes (n: number): Buffer }
 
@@ -500,4 +503,20 @@ export async function startBrokerProcess (cli: string, configFile: string, cwd: 
       clearTimeout(timer)
     }
   }
+}
+
+/**
+ * Adds enabled users with `password` to the file store at `path`, as the CLI writes them but at
+ * bcrypt cost 4 (these tests log in hundreds of times; the password work is not under test).
+ * Returns each user's TOTP secret.
+ */
+export async function writeUsers (path: string, names: readonly string[], password: string): Promise<Record<string, string>> {
+  const store = createFileStore(path)
+  const secrets: Record<string, string> = {}
+  for (const username of names) {
+    const totpSecret = secrets[username] = newSecret()
+    await store.add({ username, passwordHash: bcrypt.hashSync(password, 4), totpSecret, enabled: true, createdAt: new Date().toISOString() })
+  }
+  await store.close()
+  return secrets
 }
