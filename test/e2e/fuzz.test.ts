@@ -2,14 +2,12 @@
 // the built broker in its own process (so its memory is its own), while an honest QoS 1 stream
 // keeps going. Replay a run with FUZZ_SEED=<seed>; FUZZ_CASES sets the number of sockets.
 import t, { type Test } from 'tap'
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
-import { tmpdir } from 'node:os'
+import { writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import mqtt, { type IClientOptions, type MqttClient } from 'mqtt'
 import mqttPacket from 'mqtt-packet'
-import { initCertificates } from '../../src/certs/issue.js'
 import { currentCode } from '../../src/crypto/totp.js'
-import { KINDS, launch, runFuzz, scrape, startBrokerProcess, writeUsers, type Outcome } from '../helpers/fuzz.js'
+import { KINDS, launch, runFuzz, scrape, startBrokerProcess, brokerFolder, type Outcome } from '../helpers/fuzz.js'
 
 const CLI = join(process.cwd(), 'dist', 'cli', 'main.js')
 const SEED = Number(process.env.FUZZ_SEED ?? Math.floor(Math.random() * 2 ** 32))
@@ -36,11 +34,7 @@ async function until (ms: number, ok: () => boolean): Promise<boolean> {
 }
 
 t.comment(`fuzz seed ${SEED} (replay with FUZZ_SEED=${SEED})`)
-const dir = mkdtempSync(join(tmpdir(), 'bastion-fuzz-'))
-t.teardown(() => rmSync(dir, { recursive: true, force: true }))
-await initCertificates({ outDir: join(dir, 'certs') })
-const ca = readFileSync(join(dir, 'certs', 'ca.crt'))
-const secrets = await writeUsers(join(dir, 'data', 'users.json'), ['alice', 'fuzz'], PASSWORD)
+const { dir, ca, secrets } = await brokerFolder('fuzz', ['alice', 'fuzz'], PASSWORD)
 const config = join(dir, 'bastion.yaml')
 writeFileSync(config, JSON.stringify({
   listeners: [{ type: 'tls', host: '127.0.0.1', port: 0, cert: 'certs/server.crt', key: 'certs/server.key' }],

@@ -5,13 +5,11 @@
 // sockets, and each refusal must carry its proper code. A broker that dies is recorded, started
 // again for the remaining roles (so one run shows every role that still kills it), and fails the test.
 import t, { type Test } from 'tap'
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
-import { tmpdir } from 'node:os'
+import { writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import mqtt, { type IClientOptions, type MqttClient } from 'mqtt'
-import { initCertificates } from '../../src/certs/issue.js'
 import { currentCode } from '../../src/crypto/totp.js'
-import { startBrokerProcess, writeUsers, type BrokerProcess } from '../helpers/fuzz.js'
+import { brokerFolder, startBrokerProcess, type BrokerProcess } from '../helpers/fuzz.js'
 import { connackCode, describe, rawLogin, type End, type Packet, type RawMqtt, type RawTarget } from '../helpers/raw-mqtt.js'
 
 const CLI = join(process.cwd(), 'dist', 'cli', 'main.js')
@@ -68,14 +66,7 @@ const subCode = (v: V, filter: string): number => granted(filter) ? 1 : v === 5 
 t.comment(`${NAMES.length} names (${FILTERS.length} as filters)`)
 t.ok(NAMES.includes('constructor') && NAMES.includes('__proto__') && NAMES.includes('hasOwnProperty') && NAMES.includes('push'), 'the names hold the prototype members')
 
-const dir = mkdtempSync(join(tmpdir(), 'bastion-proto-names-'))
-const removeDir = (): void => { rmSync(dir, { recursive: true, force: true }) }
-t.teardown(removeDir)
-// Also when a setup step throws (a broker that never gets ready) and teardowns do not run.
-process.once('exit', removeDir)
-await initCertificates({ outDir: join(dir, 'certs') })
-const ca = readFileSync(join(dir, 'certs', 'ca.crt'))
-const secrets = await writeUsers(join(dir, 'data', 'users.json'), [HONEST, PROBE], PASSWORD)
+const { dir, ca, secrets } = await brokerFolder('proto-names', [HONEST, PROBE], PASSWORD)
 /** A config file: the default ACL, or (`permissive`) an acl_file granting the probe every topic. */
 function writeConfig (file: string, permissive: boolean): string {
   const path = join(dir, file)

@@ -4,12 +4,10 @@
 // made the broker keep must be freed when its session ends. The built broker runs as its own
 // process, so its RSS (/proc) and its heap after a full GC are its own.
 import t from 'tap'
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
-import { tmpdir } from 'node:os'
+import { writeFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { initCertificates } from '../../src/certs/issue.js'
 import { currentCode } from '../../src/crypto/totp.js'
-import { scrape, startBrokerProcess, writeUsers, type GcResult } from '../helpers/fuzz.js'
+import { scrape, startBrokerProcess, brokerFolder, type GcResult } from '../helpers/fuzz.js'
 import { connackCode, describe, rawLogin, type Packet, type RawMqtt, type RawTarget } from '../helpers/raw-mqtt.js'
 
 const CLI = join(process.cwd(), 'dist', 'cli', 'main.js')
@@ -47,15 +45,8 @@ const RSS_BOUND = 64 * MIB
 // the baseline: what a session kept must be gone with it.
 const KEPT_MARGIN = 8 * MIB
 
-const dir = mkdtempSync(join(tmpdir(), 'bastion-qos2-'))
-const removeDir = (): void => { rmSync(dir, { recursive: true, force: true }) }
-t.teardown(removeDir)
-// Also when a setup step throws (a broker that never gets ready) and teardowns do not run.
-process.once('exit', removeDir)
-await initCertificates({ outDir: join(dir, 'certs') })
-const ca = readFileSync(join(dir, 'certs', 'ca.crt'))
 const users = Array.from({ length: CLIENTS }, (_, k) => `dev${k}`)
-const secrets = await writeUsers(join(dir, 'data', 'users.json'), [...users, 'ids'], PASSWORD)
+const { dir, ca, secrets } = await brokerFolder('qos2', [...users, 'ids'], PASSWORD)
 const config = join(dir, 'bastion.json')
 writeFileSync(config, JSON.stringify({
   listeners: [{ type: 'tls', host: '127.0.0.1', port: 0, cert: 'certs/server.crt', key: 'certs/server.key' }],

@@ -2,13 +2,15 @@
 // broker must close by itself. Case `i` of seed `s` is always the same bytes (only the TOTP code
 // inside a valid login differs), so a failure names a case that can be replayed alone.
 import { spawn } from 'node:child_process'
-import { readFileSync, writeFileSync } from 'node:fs'
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { connect as netConnect, type Socket } from 'node:net'
+import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { createInterface } from 'node:readline'
 import { connect as tlsConnect } from 'node:tls'
 import bcrypt from 'bcryptjs'
 import mqttPacket from 'mqtt-packet'
+import { initCertificates } from '../../src/certs/issue.js'
 import { newSecret } from '../../src/crypto/totp.js'
 import { createFileStore } from '../../src/stores/file.js'
 
@@ -503,6 +505,21 @@ export async function startBrokerProcess (cli: string, configFile: string, cwd: 
       clearTimeout(timer)
     }
   }
+}
+
+/** A throwaway folder for a broker process: certificates, and users written by writeUsers. */
+export interface BrokerFolder { dir: string; ca: Buffer; secrets: Record<string, string> }
+
+/**
+ * Makes the folder (named `bastion-<name>-…`) and removes it when the test process exits, also
+ * when a setup step threw and tap's teardowns never ran.
+ */
+export async function brokerFolder (name: string, users: readonly string[], password: string): Promise<BrokerFolder> {
+  const dir = mkdtempSync(join(tmpdir(), `bastion-${name}-`))
+  process.once('exit', () => { rmSync(dir, { recursive: true, force: true }) })
+  await initCertificates({ outDir: join(dir, 'certs') })
+  const secrets = await writeUsers(join(dir, 'data', 'users.json'), users, password)
+  return { dir, ca: readFileSync(join(dir, 'certs', 'ca.crt')), secrets }
 }
 
 /**
