@@ -33,6 +33,7 @@ import { createFileStore } from './stores/file.js'
 import { assertPrivate } from './stores/permissions.js'
 import { createMosquittoPasswdStore } from './stores/mosquitto-passwd.js'
 import { createMysqlStore } from './stores/mysql.js'
+import { createSqliteStore } from './stores/sqlite.js'
 import type { UserStore } from './stores/store.js'
 import { drainDeliveries, trackDeliveries, type DrainTracker } from './shutdown.js'
 
@@ -68,6 +69,7 @@ export function createStore (config: BastionConfig, log: Logger): UserStore {
   switch (s.type) {
     case 'mysql': return createMysqlStore(s, log.child({ module: 'store' }))
     case 'mosquitto-passwd': return createMosquittoPasswdStore({ path: s.path, ...(s.totpFile === undefined ? {} : { totpFile: s.totpFile }) })
+    case 'sqlite': return createSqliteStore({ path: s.path, log: log.child({ module: 'store' }) })
     case 'file': return createFileStore(s.path)
     case 'http':
       throw new BastionError('BASTION_ERR_INVALID_INPUT', 'auth.store is http: users live in the HTTP backend, not here')
@@ -132,7 +134,7 @@ export async function createBastion (config: BastionConfig, opts: BastionOptions
   for (const l of config.listeners) {
     if (l.type === 'tls') await prepareCertificates(l, config.devCertificates, log)
   }
-  if (config.auth.store.type === 'file') await assertPrivate(config.auth.store.path, 'user store')
+  if (config.auth.store.type === 'file' || config.auth.store.type === 'sqlite') await assertPrivate(config.auth.store.path, 'user store')
 
   const s = config.auth.store
   const store = s.type === 'http' ? undefined : createStore(config, log)
@@ -205,8 +207,8 @@ export async function createBastion (config: BastionConfig, opts: BastionOptions
   let deliveries: DrainTracker | undefined
   try {
     await passwords.ready()
-    if (store !== undefined && config.auth.store.type === 'file' && (await store.list()).length === 0) {
-      log.warn({ event: 'store.empty', store: 'file' }, 'no users yet: nobody can log in; add one with: mqtt-bastion user add NAME (npx mqtt-bastion inside the project folder)')
+    if (store !== undefined && (config.auth.store.type === 'file' || config.auth.store.type === 'sqlite') && (await store.list()).length === 0) {
+      log.warn({ event: 'store.empty', store: config.auth.store.type }, 'no users yet: nobody can log in; add one with: mqtt-bastion user add NAME (npx mqtt-bastion inside the project folder)')
     }
     // A database that is down at start is not fatal: logins are refused (0x88) until it answers.
     await store?.ping().catch((err: Error) => log.warn({ event: 'store.check_failed', reason: err.message }, 'user store did not answer at start'))

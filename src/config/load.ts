@@ -40,7 +40,9 @@ function applyEnv (doc: unknown, env: NodeJS.ProcessEnv): unknown {
   const out = structuredClone(doc) as Record<string, any>
   if (env.BASTION_LOG_LEVEL !== undefined) out.log = { ...out.log, level: env.BASTION_LOG_LEVEL }
   if (env.BASTION_USERS_FILE !== undefined) {
-    out.auth = { ...out.auth, store: { ...out.auth?.store, type: 'file', path: env.BASTION_USERS_FILE } }
+    // A .json file is the legacy JSON store; anything else is the SQLite database.
+    const type = env.BASTION_USERS_FILE.endsWith('.json') ? 'file' : 'sqlite'
+    out.auth = { ...out.auth, store: { ...out.auth?.store, type, path: env.BASTION_USERS_FILE } }
   }
   if (env.BASTION_HOST !== undefined || env.BASTION_PORT !== undefined) {
     const listeners: any[] = Array.isArray(out.listeners) ? out.listeners : [{ type: 'tls' }]

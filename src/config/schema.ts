@@ -34,7 +34,11 @@ export interface TcpListenerConfig {
 
 export type ListenerConfig = TlsListenerConfig | TcpListenerConfig
 
+/** The legacy embedded store: one JSON file rewritten per change (kept working; migrate to sqlite). */
 export interface FileStoreConfig { readonly type: 'file'; readonly path: string }
+
+/** The embedded store: a SQLite database (WAL) with the same users table as the MySQL store. */
+export interface SqliteStoreConfig { readonly type: 'sqlite'; readonly path: string }
 
 /** Column names of the users table; the defaults are those of existing deployments. */
 export interface MysqlColumns {
@@ -92,7 +96,7 @@ export interface HttpBackendConfig {
   readonly ca?: string
 }
 
-export type StoreConfig = FileStoreConfig | MysqlStoreConfig | MosquittoPasswdStoreConfig | HttpBackendConfig
+export type StoreConfig = SqliteStoreConfig | FileStoreConfig | MysqlStoreConfig | MosquittoPasswdStoreConfig | HttpBackendConfig
 export type AclPolicyName = 'metrics' | 'mosquitto-acl' | 'http'
 
 /** The health and Prometheus metrics HTTP listener: off by default, loopback unless a host is given. */
@@ -280,7 +284,7 @@ function httpBackend (raw: Raw, base: string): HttpBackendConfig {
 }
 
 function store (value: unknown, base: string, env: NodeJS.ProcessEnv): StoreConfig {
-  const type = (value as Raw | null)?.type ?? 'file'
+  const type = (value as Raw | null)?.type ?? 'sqlite'
   if (type === 'mysql') return mysqlStore(object(value, 'auth.store', MYSQL_KEYS), base, env)
   if (type === 'http') return httpBackend(object(value, 'auth.store', HTTP_KEYS), base)
   if (type === 'mosquitto-passwd') {
@@ -291,9 +295,9 @@ function store (value: unknown, base: string, env: NodeJS.ProcessEnv): StoreConf
       ...(raw.totpFile === undefined ? {} : { totpFile: resolve(base, str(raw, 'totpFile', 'auth.store.totpFile')) })
     })
   }
-  if (type !== 'file') fail('auth.store.type', 'must be file, mysql, mosquitto-passwd or http')
+  if (type !== 'file' && type !== 'sqlite') fail('auth.store.type', 'must be sqlite, file, mysql, mosquitto-passwd or http')
   const raw = object(value, 'auth.store', ['type', 'path'])
-  return Object.freeze({ type: 'file', path: resolve(base, str(raw, 'path', 'auth.store.path', 'data/users.json')) })
+  return Object.freeze({ type, path: resolve(base, str(raw, 'path', 'auth.store.path', type === 'sqlite' ? 'data/users.db' : 'data/users.json')) })
 }
 
 /**
@@ -305,6 +309,7 @@ function totpRequired (totp: Raw, s: StoreConfig): boolean {
   const given = totp.required
   if (given !== undefined && typeof given !== 'boolean') fail('auth.totp.required', 'must be true or false')
   switch (s.type) {
+    case 'sqlite':
     case 'file':
     case 'mysql':
       if (given === false) fail('auth.totp.required', `the ${s.type} store always requires a TOTP code (use mosquitto-passwd for password-only users)`)

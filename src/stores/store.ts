@@ -34,6 +34,11 @@ export interface UserStore {
    */
   claimStep (username: string, step: number): Promise<boolean>
   add (record: UserRecord): Promise<void>
+  /**
+   * Adds every record or none (one transaction): bulk provisioning and moving users between
+   * stores. A name already in the store fails the whole call with BASTION_ERR_USER_EXISTS.
+   */
+  addMany (records: readonly UserRecord[]): Promise<void>
   update (username: string, patch: UserPatch): Promise<void>
   remove (username: string): Promise<void>
   list (): Promise<UserRecord[]>
