@@ -6,6 +6,7 @@ import type { Socket } from 'node:net'
 import { createHooks } from './auth/hooks.js'
 import type { Authenticator } from './auth/authenticator.js'
 import { createGoAuthClient, createHttpAuthenticator, type GoAuthClient } from './auth/http-backend.js'
+import { createCredentialCache } from './auth/credential-cache.js'
 import { createStoreAuthenticator } from './auth/login.js'
 import { createLockout, type LockoutScope } from './auth/lockout.js'
 import { createLoginQueue } from './auth/login-queue.js'
@@ -167,13 +168,20 @@ export async function createBastion (config: BastionConfig, opts: BastionOptions
     log: log.child({ module: 'auth' }),
     ...(metrics === undefined ? {} : { onLockout: (scope: LockoutScope) => metrics.onEvent({ type: 'lockout', scope }) })
   })
+  const credentials = createCredentialCache(config.auth.credentialCache)
   const queue = createLoginQueue({ ...config.auth.loginQueue, workers: config.auth.workers })
   // A locked-out attempt is refused before it queues (no slot, no bcrypt) and once more when it
   // gets a slot, so guesses that waited see the failures recorded meanwhile. Closing the
   // outermost authenticator closes every layer.
   authenticator = lockout.wrap(queue.wrap(lockout.recheck(s.type === 'http'
     ? createHttpAuthenticator(s, log.child({ module: 'auth' }), backend)
-    : createStoreAuthenticator({ store: metrics === undefined ? store as UserStore : timedStore(store as UserStore, s.type, metrics), passwords, totp: config.auth.totp }))))
+    : createStoreAuthenticator({
+      store: metrics === undefined ? store as UserStore : timedStore(store as UserStore, s.type, metrics),
+      passwords,
+      totp: config.auth.totp,
+      cache: credentials,
+      ...(metrics === undefined ? {} : { onPasswordCheck: (cached: boolean) => metrics.onEvent({ type: 'password_check', cached }) })
+    }))))
   const prefix = config.acl.metrics.prefix
   // Which listener each socket came in on, for the certificate identity mode of that listener.
   const origin = new WeakMap<object, ListenerConfig>()
@@ -186,6 +194,7 @@ export async function createBastion (config: BastionConfig, opts: BastionOptions
     log: log.child({ module: 'auth' }),
     clientIdBinding: config.auth.clientIdBinding,
     recheckInterval: config.auth.recheckInterval,
+    onRevoke: (user: string) => { credentials.forget(user) },
     ...(store === undefined ? {} : { store }),
     ...eventSink
   })

@@ -47,6 +47,8 @@ export type HookEvent =
   | { type: 'limit'; limit: string }
   /** A live session was ended because its user was disabled, removed or given new credentials. */
   | { type: 'revoked' }
+  /** A password was checked: by bcrypt (or a Mosquitto hash), or found in the credential cache. */
+  | { type: 'password_check'; cached: boolean }
 
 // MQTT 3.1.1 CONNACK return codes; aedes maps them to the MQTT 5 reason codes in brackets.
 const RC_IDENTIFIER_REJECTED = 2 // [0x85]

@@ -2,7 +2,7 @@ import { isIPv6 } from 'node:net'
 import type { LockoutConfig } from '../config/hardening.js'
 import type { Logger } from '../log.js'
 import { USERNAME_PATTERN, type LoginFailure } from '../types.js'
-import type { Authenticator, LoginRequest, LoginResult } from './authenticator.js'
+import type { Authenticator, LoginRequest, LoginResult, Screening } from './authenticator.js'
 import { accountPart } from './login.js'
 
 export type LockoutScope = 'user' | 'ip'
@@ -248,11 +248,22 @@ export function createLockout (opts: LockoutOptions): Lockout {
       }
     },
     recheck (a) {
+      const screen = a.screen?.bind(a)
       return {
         name: a.name,
         async login (req) {
           return refusal(req) ?? await a.login(req)
         },
+        // The re-check runs where the slow part starts: after the queue's wait, before bcrypt.
+        ...(screen === undefined
+          ? {}
+          : {
+              async screen (req: LoginRequest): Promise<Screening> {
+                const s = await screen(req)
+                if ('result' in s) return s
+                return { ...s, verify: async () => refusal(req) ?? await s.verify() }
+              }
+            }),
         async close () {
           await a.close?.()
         }

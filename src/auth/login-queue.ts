@@ -19,15 +19,21 @@ export interface LoginQueue {
   close (): void
 }
 
+interface Waiter { resolve: () => void; reject: (err: Error) => void; timer?: NodeJS.Timeout }
+
+// A login told "busy" this long before its code expires still has time to retry with it.
+const EXPIRY_MARGIN_MS = 1000
+
 /** The password pool's default size (createPasswordPool): one worker per core, at most 4. */
 function poolSize (workers: number): number {
   return workers > 0 ? workers : Math.min(4, Math.max(1, availableParallelism()))
 }
 
 /**
- * A bounded queue in front of the login check (store lookup + bcrypt). A storm of CONNECTs
- * waits here in order instead of piling onto the password pool, and past `maxWaiting` it is
- * told "server busy" at once (BASTION_ERR_BUSY: the hooks answer 0x89 / 3.1.1 code 3), so
+ * A bounded queue in front of the password check (bcrypt; for authenticators without a cheap
+ * first phase, the whole login). A storm of CONNECTs waits here in order instead of piling onto
+ * the password pool, and past `maxWaiting`, or when its code would expire first, it is told
+ * "server busy" (BASTION_ERR_BUSY: the hooks answer 0x89 / 3.1.1 code 3), so
  * memory and queueing delay stay bounded and the event loop keeps moving connected clients'
  * packets.
  */
@@ -36,10 +42,10 @@ export function createLoginQueue (opts: LoginQueueOptions): LoginQueue {
   const concurrency = opts.concurrency > 0 ? opts.concurrency : 2 * poolSize(opts.workers)
   let active = 0
   // A Set keeps insertion order: the first waiter is the oldest.
-  const waiting = new Set<{ resolve: () => void; reject: (err: Error) => void }>()
+  const waiting = new Set<Waiter>()
   let closed = false
 
-  async function acquire (): Promise<void> {
+  async function acquire (deadline?: number): Promise<void> {
     if (closed) throw new BastionError('BASTION_ERR_BUSY', 'the broker is shutting down')
     if (active < concurrency) {
       active++
@@ -48,7 +54,20 @@ export function createLoginQueue (opts: LoginQueueOptions): LoginQueue {
     if (waiting.size >= opts.maxWaiting) {
       throw new BastionError('BASTION_ERR_BUSY', `${concurrency} logins in progress and ${waiting.size} waiting (auth.loginQueue)`)
     }
-    await new Promise<void>((resolve, reject) => { waiting.add({ resolve, reject }) })
+    // A device whose code expires while it waits would be refused anyway, after the wait: told
+    // "busy" in time, it retries at once with a fresh code.
+    const patience = deadline === undefined ? Infinity : deadline - Date.now() - EXPIRY_MARGIN_MS
+    if (patience <= 0) throw new BastionError('BASTION_ERR_BUSY', 'the login\'s code expires before a password check slot is free')
+    await new Promise<void>((resolve, reject) => {
+      const w: Waiter = { resolve, reject }
+      if (patience < Infinity) {
+        w.timer = setTimeout(() => {
+          waiting.delete(w)
+          reject(new BastionError('BASTION_ERR_BUSY', 'the login\'s code expired while it waited for a password check slot'))
+        }, patience)
+      }
+      waiting.add(w)
+    })
   }
 
   function release (): void {
@@ -59,12 +78,16 @@ export function createLoginQueue (opts: LoginQueueOptions): LoginQueue {
     }
     // The slot passes straight to the oldest waiter: `active` stays the same.
     waiting.delete(next.value)
+    clearTimeout(next.value.timer)
     next.value.resolve()
   }
 
   function close (): void {
     closed = true
-    for (const w of waiting) w.reject(new BastionError('BASTION_ERR_BUSY', 'the broker is shutting down'))
+    for (const w of waiting) {
+      clearTimeout(w.timer)
+      w.reject(new BastionError('BASTION_ERR_BUSY', 'the broker is shutting down'))
+    }
     waiting.clear()
   }
 
@@ -73,12 +96,18 @@ export function createLoginQueue (opts: LoginQueueOptions): LoginQueue {
     get active () { return active },
     get waiting () { return waiting.size },
     wrap (a) {
+      const screen = a.screen?.bind(a)
       return {
         name: a.name,
         async login (req) {
-          await acquire()
+          // Only what a cheap first phase leaves (a password check) takes a slot. Inline, not a
+          // helper: each extra await lets a waiter woken by release() run its lockout re-check
+          // before this attempt's failure is counted.
+          const s = screen === undefined ? undefined : await screen(req)
+          if (s !== undefined && 'result' in s) return s.result
+          await acquire(s?.deadline)
           try {
-            return await a.login(req)
+            return s === undefined ? await a.login(req) : await s.verify()
           } finally {
             release()
           }

@@ -26,6 +26,8 @@ export interface SessionOptions {
   recheckInterval?: number
   /** Told of each revoked session (metrics); must not throw. */
   onEvent?: (event: { type: 'revoked' }) => void
+  /** Told the user of each revoked session (the credential cache forgets it); must not throw. */
+  onRevoke?: (user: string) => void
 }
 
 /**
@@ -111,6 +113,7 @@ export function createSessionRegistry (opts: SessionOptions): SessionRegistry {
     revoked.add(client)
     log.warn({ event: 'session.revoked', user: h.user, clientId: client.id, remote: h.remote, reason }, 'live session ended: its user was disabled, removed or given new credentials')
     opts.onEvent?.({ type: 'revoked' })
+    opts.onRevoke?.(h.user)
     // [MQTT-3.14.2.1] 0x98 Administrative action; a 3.1.1 connection is closed.
     client.disconnect({ reasonCode: 0x98 }, () => {})
   }

@@ -64,24 +64,34 @@ export interface ShutdownConfig {
   readonly drainTimeout: number
 }
 
+/** Passwords verified recently, remembered as keyed digests so a frequent login skips bcrypt. */
+export interface CredentialCacheConfig {
+  /** Seconds a verified password is remembered; 0 turns the cache off. */
+  readonly ttl: number
+  /** Accounts remembered at once (least recently used forgotten first). */
+  readonly maxEntries: number
+}
+
 export interface AuthHardening {
   readonly lockout: LockoutConfig
   readonly loginQueue: LoginQueueConfig
+  readonly credentialCache: CredentialCacheConfig
   readonly clientIdBinding: ClientIdBinding
   /** Seconds between re-checks of connected users against the store; 0 turns revocation of live sessions off. */
   readonly recheckInterval: number
 }
 
-export const AUTH_HARDENING_KEYS = ['lockout', 'loginQueue', 'clientIdBinding', 'recheckInterval'] as const
+export const AUTH_HARDENING_KEYS = ['lockout', 'loginQueue', 'credentialCache', 'clientIdBinding', 'recheckInterval'] as const
 const DAY = 86_400
 
-/** Reads `auth.lockout`, `auth.loginQueue`, `auth.clientIdBinding` and `auth.recheckInterval`. */
+/** Reads `auth.lockout`, `auth.loginQueue`, `auth.credentialCache`, `auth.clientIdBinding` and `auth.recheckInterval`. */
 export function parseAuthHardening (auth: Raw): AuthHardening {
   const l = object(auth.lockout, 'auth.lockout', ['window', 'maxFailuresPerUser', 'maxFailuresPerIp', 'duration', 'maxDuration'])
   const duration = int(l, 'duration', 'auth.lockout.duration', 60, 1, DAY)
   const maxDuration = int(l, 'maxDuration', 'auth.lockout.maxDuration', 3600, 1, DAY)
   if (maxDuration < duration) fail('auth.lockout.maxDuration', `must be at least auth.lockout.duration (${duration})`)
   const q = object(auth.loginQueue, 'auth.loginQueue', ['concurrency', 'maxWaiting'])
+  const c = object(auth.credentialCache, 'auth.credentialCache', ['ttl', 'maxEntries'])
   return Object.freeze({
     lockout: Object.freeze({
       window: int(l, 'window', 'auth.lockout.window', 900, 1, DAY),
@@ -93,6 +103,10 @@ export function parseAuthHardening (auth: Raw): AuthHardening {
     loginQueue: Object.freeze({
       concurrency: int(q, 'concurrency', 'auth.loginQueue.concurrency', 0, 0, 1024),
       maxWaiting: int(q, 'maxWaiting', 'auth.loginQueue.maxWaiting', 100, 0, 100_000)
+    }),
+    credentialCache: Object.freeze({
+      ttl: int(c, 'ttl', 'auth.credentialCache.ttl', 3600, 0, DAY),
+      maxEntries: int(c, 'maxEntries', 'auth.credentialCache.maxEntries', 100_000, 1, 10_000_000)
     }),
     clientIdBinding: oneOf<ClientIdBinding>(auth, 'clientIdBinding', 'auth.clientIdBinding', 'none', ['none', 'exact', 'prefix']),
     recheckInterval: int(auth, 'recheckInterval', 'auth.recheckInterval', 30, 0, DAY)

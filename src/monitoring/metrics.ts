@@ -86,6 +86,13 @@ export function createMetrics (opts: MetricsOptions): BrokerMetrics {
     help: 'Logins whose TOTP code matched only at the edge of auth.totp.window: a device clock drifting away.',
     registers
   })
+  const passwordChecks = new Counter({
+    name: 'bastion_password_checks_total',
+    help: 'Password checks of logins that showed a valid code, by how: hash (bcrypt in the worker pool, or a Mosquitto hash) or cache (auth.credentialCache).',
+    labelNames: ['by'] as const,
+    registers
+  })
+  for (const by of ['hash', 'cache']) passwordChecks.inc({ by }, 0)
   const lookups = new Histogram({
     name: 'bastion_store_lookup_duration_seconds',
     help: 'Time to look a user up in the store or auth backend during a login, in seconds.',
@@ -149,6 +156,9 @@ export function createMetrics (opts: MetricsOptions): BrokerMetrics {
           break
         case 'revoked':
           revoked.inc()
+          break
+        case 'password_check':
+          passwordChecks.inc({ by: event.cached ? 'cache' : 'hash' })
           break
         case 'lockout':
           lockouts.inc({ scope: event.scope })

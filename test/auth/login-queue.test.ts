@@ -128,3 +128,46 @@ t.test('behind the lockout, concurrent guesses overshoot the threshold by less t
   t.ok(inner.started.length <= 3 + 2 - 1, `${inner.started.length} guesses checked: the threshold plus at most concurrency - 1`)
   t.equal(results.filter((r) => !r.ok && r.reason === 'locked_out').length, 20 - inner.started.length)
 })
+
+/** A two-phase authenticator: `screen` settles names starting with "bad" at once. */
+function staged (inner: ReturnType<typeof gated>, deadline?: () => number): Authenticator {
+  return {
+    name: 'staged',
+    login: inner.login,
+    async screen (r) {
+      if (r.clientId.startsWith('bad')) return { result: { ok: false, reason: 'bad_otp' } }
+      return { verify: async () => await inner.login(r), ...(deadline === undefined ? {} : { deadline: deadline() }) }
+    }
+  }
+}
+
+t.test('what the cheap phase settles never waits for, nor takes, a password check slot', async (t) => {
+  const inner = gated()
+  const auth = createLoginQueue({ concurrency: 1, maxWaiting: 0, workers: 1 }).wrap(staged(inner))
+  const running = auth.login(req('good-1'))
+  await tick()
+  // Every slot is taken and nothing may wait, yet wrong codes are answered at once.
+  for (let i = 0; i < 50; i++) t.match(await auth.login(req(`bad-${i}`)), { ok: false, reason: 'bad_otp' })
+  await t.rejects(auth.login(req('good-2')), { code: 'BASTION_ERR_BUSY' }, 'a password check still needs a slot')
+  t.same(inner.started, ['good-1'], 'only the valid login reached the slow part')
+  inner.finish()
+  t.match(await running, { ok: true })
+})
+
+t.test('a login is not kept waiting past its code\'s deadline: it is told busy in time to retry', async (t) => {
+  const inner = gated()
+  const auth = createLoginQueue({ concurrency: 1, maxWaiting: 10, workers: 1 }).wrap(staged(inner, () => Date.now() + 1300))
+  const running = auth.login(req('good-1'))
+  await tick()
+  const started = Date.now()
+  await t.rejects(auth.login(req('good-2')), { code: 'BASTION_ERR_BUSY', message: /expire/ })
+  const waited = Date.now() - started
+  t.ok(waited < 1300, `refused after ${waited} ms, before the code expired`)
+  const late = createLoginQueue({ concurrency: 1, maxWaiting: 10, workers: 1 }).wrap(staged(inner, () => Date.now() + 500))
+  const first = late.login(req('good-3'))
+  await tick()
+  await t.rejects(late.login(req('good-4')), { code: 'BASTION_ERR_BUSY' }, 'a code about to expire is refused without waiting')
+  inner.finish(2)
+  t.match(await running, { ok: true })
+  t.match(await first, { ok: true })
+})

@@ -3,7 +3,7 @@ import { mkdtempSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import bcrypt from 'bcryptjs'
-import { login, parseUsername } from '../../src/auth/login.js'
+import { login, parseUsername, screen } from '../../src/auth/login.js'
 import { createPasswordPool, type PasswordPool } from '../../src/crypto/password-pool.js'
 import { currentCode, newSecret } from '../../src/crypto/totp.js'
 import { BastionError } from '../../src/errors.js'
@@ -18,6 +18,8 @@ const passwords: PasswordPool = { verify: async (p, h) => { hashes.push(h); retu
 const store = createFileStore(join(mkdtempSync(join(tmpdir(), 'bastion-login-')), 'users.json'))
 const secret = newSecret()
 await store.add({ username: 'alice', passwordHash: bcrypt.hashSync('pass-word-1', 4), totpSecret: secret, enabled: true, createdAt: '' })
+// bob's codes are used up by the ordering tests; alice's by the rest.
+await store.add({ username: 'bob', passwordHash: bcrypt.hashSync('pass-word-1', 4), totpSecret: secret, enabled: true, createdAt: '' })
 const deps = { store, passwords, totp: { window: 1, replayProtection: true, required: true } }
 const pw = Buffer.from('pass-word-1')
 
@@ -27,12 +29,28 @@ t.test('the code is what follows the last |', async (t) => {
   t.equal(parseUsername('alice'), undefined)
 })
 
-t.test('an unknown user costs a bcrypt check against a dummy hash', async (t) => {
+t.test('a wrong code, an unknown user or a replayed code never reaches the password pool', async (t) => {
   hashes.length = 0
-  const r = await login(deps, `mallory|${currentCode(secret)}`, pw)
-  t.match(r, { ok: false, reason: 'unknown_user' })
-  t.equal(hashes.length, 1, 'one bcrypt verification ran')
-  t.match(hashes[0], /^\$2[aby]\$12\$/, 'against a cost-12 hash like a real account')
+  const wrong = String((Number(currentCode(secret)) + 1) % 1_000_000).padStart(6, '0')
+  t.match(await login(deps, `bob|${wrong}`, pw), { ok: false, reason: 'bad_otp', user: 'bob' })
+  t.match(await login(deps, `mallory|${currentCode(secret)}`, pw), { ok: false, reason: 'unknown_user', user: 'mallory' })
+  t.match(await login(deps, 'bob|12345x', pw), { ok: false, reason: 'malformed_username' })
+  const used = currentCode(secret, Date.now() - 30_000)
+  t.match(await login(deps, `bob|${used}`, pw), { ok: true })
+  t.equal(hashes.length, 1, 'only the valid login ran bcrypt')
+  t.match(await login(deps, `bob|${used}`, Buffer.from('any-guess-at-all')), { ok: false, reason: 'replayed_otp' })
+  t.equal(hashes.length, 1, 'a claimed code is refused before the password is looked at')
+})
+
+t.test('the cheap phase settles wrong codes; a valid code leaves a password check with the code\'s deadline', async (t) => {
+  const wrong = await screen(deps, 'bob|000000', pw)
+  t.ok('result' in wrong && !wrong.result.ok)
+  const now = Date.now()
+  const s = await screen(deps, `bob|${currentCode(secret, now + 30_000)}`, pw)
+  if (!('verify' in s)) return t.fail('a valid code must leave the password check')
+  // The code of the next step stays valid through the step after it (window 1).
+  t.equal(s.deadline, (Math.floor(now / 30_000) + 3) * 30_000)
+  t.match(await s.verify(), { ok: true, delta: 1 })
 })
 
 t.test('a wrong password never reveals or burns the code', async (t) => {
