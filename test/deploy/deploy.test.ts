@@ -74,19 +74,22 @@ t.test('every COPY source exists in the repository and is not excluded from the 
   for (const p of ['node_modules', 'dist', '.git', 'data', 'certs', '.tap']) t.ok(isIgnored(p), `${p} is kept out of the context`)
 })
 
-t.test('the runtime stage copies dist/ from the stage that builds it with tsc', async (t) => {
-  t.equal(stages.length, 2)
-  t.equal(build.from, 'node:20-bookworm-slim')
-  t.equal(runtime.from, 'node:20-bookworm-slim')
+t.test('the runtime stage takes dist/ from the tsc stage and node_modules from the stage that compiles the native addon', async (t) => {
+  t.equal(stages.length, 3)
+  const deps = stages[1] as Stage
+  for (const st of stages) t.equal(st.from, 'node:20-bookworm-slim', `${st.name ?? 'runtime'} on the same base: the addon built in deps runs in runtime`)
   const runs = build.steps.filter((s) => s.op === 'RUN').map((s) => s.args)
   t.ok(runs.includes('npm ci --ignore-scripts'), 'builder installs all dependencies without running prepare early')
   t.ok(runs.includes('npm run build'), 'builder runs the build script')
   const workdir = build.steps.filter((s) => s.op === 'WORKDIR').at(-1)?.args ?? '/'
   const outDir = (JSON.parse(read('tsconfig.json')) as { compilerOptions: { outDir: string } }).compilerOptions.outDir
-  const fromBuild = runtime.steps.filter((s) => s.op === 'COPY').map((s) => copyParts(s.args)).filter((c) => c.from !== undefined)
-  t.same(fromBuild.map((c) => [c.from, c.sources]), [[build.name, [posix.join(workdir, outDir)]]], 'only dist/ crosses stages')
+  const depsRuns = deps.steps.filter((s) => s.op === 'RUN').map((s) => s.args)
+  t.ok(depsRuns.some((r) => /apt-get install -y --no-install-recommends python3 make g\+\+/.test(r)), 'the compiler better-sqlite3 falls back to is in the deps stage')
+  t.ok(depsRuns.some((r) => /npm ci --omit=dev --ignore-scripts && npm rebuild better-sqlite3/.test(r)), 'production dependencies only, no prepare, then the addon\'s own install script')
+  const fromStages = runtime.steps.filter((s) => s.op === 'COPY').map((s) => copyParts(s.args)).filter((c) => c.from !== undefined)
+  t.same(fromStages.map((c) => [c.from, c.sources]), [[deps.name, ['/app/node_modules']], [build.name, [posix.join(workdir, outDir)]]], 'only node_modules and dist/ cross stages')
   const runtimeRuns = runtime.steps.filter((s) => s.op === 'RUN').map((s) => s.args)
-  t.ok(runtimeRuns.some((r) => /^npm ci --omit=dev --ignore-scripts\b/.test(r)), 'production dependencies only, no prepare')
+  t.notOk(runtimeRuns.some((r) => /apt-get|npm ci/.test(r)), 'no compiler and no second install in the runtime image')
 })
 
 t.test('the runtime stage runs as a non-root user with the CLI as entrypoint and 8883 exposed', async (t) => {

@@ -47,7 +47,7 @@ export async function startHarness (extra: Record<string, unknown> = {}, opts: {
   const { listeners, auth, ...rest } = extra as { listeners?: unknown[]; auth?: Record<string, unknown> }
   const raw = {
     listeners: listeners ?? [{ type: 'tls', host: '127.0.0.1', port: 0, cert: 'certs/server.crt', key: 'certs/server.key', ca: 'certs/ca.crt' }],
-    auth: { store: { type: 'file', path: 'data/users.json' }, workers: 2, ...auth },
+    auth: { store: { type: 'sqlite', path: 'data/users.db' }, workers: 2, ...auth },
     log: { level: 'debug' },
     ...rest
   }
