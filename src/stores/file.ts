@@ -38,10 +38,13 @@ export function createFileStore (path: string): UserStore {
     if (cache !== undefined && key === cacheKey) return cache
     await assertPrivate(path, 'user store')
     let doc: unknown
+    const text = await readFile(path, 'utf8').catch((err: unknown) => { throw storeError(err) })
     try {
-      doc = JSON.parse(await readFile(path, 'utf8'))
+      doc = JSON.parse(text)
     } catch (err) {
-      throw storeError(err)
+      // Node's message quotes the text around the fault, which may be a hash or a TOTP secret.
+      const at = /position (\d+)/.exec((err as Error).message)?.[1]
+      throw new BastionError('BASTION_ERR_USER_STORE', `user store ${path} is not valid JSON${at === undefined ? '' : ` (at character ${at})`}`)
     }
     if (typeof doc !== 'object' || doc === null || !Array.isArray((doc as FileShape).users)) {
       throw new BastionError('BASTION_ERR_USER_STORE', `user store ${path} is not a mqtt-bastion users file`)
@@ -153,6 +156,19 @@ export function createFileStore (path: string): UserStore {
           throw new BastionError('BASTION_ERR_USER_EXISTS', `user ${record.username} already exists`)
         }
         doc.users.push({ ...record })
+      })
+    },
+    async addMany (records) {
+      await mutate((doc) => {
+        // Every name is checked before any is pushed: a clash leaves the file as it was.
+        const stored = new Set(doc.users.map((u) => u.username))
+        const batch = new Set<string>()
+        for (const r of records) {
+          if (stored.has(r.username)) throw new BastionError('BASTION_ERR_USER_EXISTS', `user ${r.username} already exists`)
+          if (batch.has(r.username)) throw new BastionError('BASTION_ERR_USER_EXISTS', `user ${r.username} appears twice in the batch`)
+          batch.add(r.username)
+        }
+        for (const r of records) doc.users.push({ ...r })
       })
     },
     async update (username, patch) {

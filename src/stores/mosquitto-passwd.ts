@@ -180,6 +180,7 @@ export function createMosquittoPasswdStore (opts: MosquittoPasswdOptions): Mosqu
       return true
     },
     add: readOnly,
+    addMany: readOnly,
     update: readOnly,
     remove: readOnly,
     async list () {

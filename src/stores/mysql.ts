@@ -42,6 +42,19 @@ function isConnectionError (err: unknown): boolean {
   return e.fatal === true || ['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'PROTOCOL_CONNECTION_LOST', 'ENOTFOUND', 'EHOSTUNREACH'].includes(e.code ?? '')
 }
 
+// Rows per INSERT in addMany: far below max_allowed_packet (~200 bytes a row), few round trips.
+const INSERT_CHUNK = 500
+
+/**
+ * ER_DUP_ENTRY says `Duplicate entry 'NAME' for key ...` with the name of the row being inserted;
+ * it is matched back to the batch (as given, else as a case-insensitive collation compares).
+ */
+function duplicateIn (records: readonly UserRecord[], err: unknown): BastionError {
+  const entry = /Duplicate entry '(.*)' for key/s.exec((err as Error).message)?.[1]
+  const r = entry === undefined ? undefined : records.find((x) => x.username === entry) ?? records.find((x) => x.username.toLowerCase() === entry.toLowerCase())
+  return new BastionError('BASTION_ERR_USER_EXISTS', r === undefined ? 'a user in the batch already exists' : `user ${r.username} already exists`, { cause: err })
+}
+
 /**
  * Users in a MySQL/MariaDB table. Existing tables (username, password, totp_secret) work as
  * they are; `enabled`, `last_step` and `created_at` are used when present. Every statement
@@ -107,6 +120,12 @@ export function createMysqlStore (cfg: MysqlStoreConfig, log: Logger): MysqlStor
     const cols = new Set((['enabled', 'lastStep', 'createdAt'] as const).filter((c) => present.has(cfg.columns[c].toLowerCase())))
     shape = { cols, at: Date.now() }
     return cols
+  }
+
+  function unavailable (err: unknown): BastionError {
+    if (err instanceof BastionError) return err
+    const code = (err as { code?: string }).code ?? (err as Error).message
+    return new BastionError('BASTION_ERR_BACKEND_UNAVAILABLE', `mysql ${cfg.host}:${cfg.port}/${cfg.database}: ${code}`, { cause: err })
   }
 
   function toRecord (row: RowDataPacket, cols: Set<OptionalColumn>): UserRecord {
@@ -181,6 +200,37 @@ export function createMysqlStore (cfg: MysqlStoreConfig, log: Logger): MysqlStor
           throw new BastionError('BASTION_ERR_USER_EXISTS', `user ${record.username} already exists`)
         }
         throw err
+      }
+    },
+    async addMany (records) {
+      if (records.length === 0) return
+      const cols = await columns()
+      const names = [id('username'), id('password'), id('totpSecret')]
+      if (cols.has('enabled')) names.push(id('enabled'))
+      else if (records.some((r) => !r.enabled)) needColumn(cols, 'enabled', 'a disabled user')
+      // Moving users between stores keeps their last TOTP step: a used code stays used.
+      if (cols.has('lastStep')) names.push(id('lastStep'))
+      const row = `(${names.map(() => '?').join(', ')})`
+      const conn = await pool.getConnection().catch((err: unknown) => { throw unavailable(err) })
+      try {
+        await conn.beginTransaction()
+        for (let i = 0; i < records.length; i += INSERT_CHUNK) {
+          const chunk = records.slice(i, i + INSERT_CHUNK)
+          const values: unknown[] = []
+          for (const r of chunk) {
+            values.push(r.username, r.passwordHash, r.totpSecret)
+            if (cols.has('enabled')) values.push(r.enabled ? 1 : 0)
+            if (cols.has('lastStep')) values.push(r.lastStep ?? null)
+          }
+          await conn.query({ sql: `INSERT INTO ${table} (${names.join(', ')}) VALUES ${chunk.map(() => row).join(', ')}`, timeout: cfg.queryTimeout }, values)
+        }
+        await conn.commit()
+      } catch (err) {
+        await conn.rollback().catch(() => {})
+        if ((err as { code?: string }).code === 'ER_DUP_ENTRY') throw duplicateIn(records, err)
+        throw unavailable(err)
+      } finally {
+        conn.release()
       }
     },
     async update (username, patch: UserPatch) {

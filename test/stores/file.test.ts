@@ -1,5 +1,5 @@
 import t from 'tap'
-import { chmodSync, mkdtempSync, readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs'
+import { chmodSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { createFileStore } from '../../src/stores/file.js'
@@ -61,4 +61,18 @@ t.test('a file that is not a users file is an error, not an empty store', async 
   await t.rejects(createFileStore(path).find('x'), { code: 'BASTION_ERR_USER_STORE' })
   writeFileSync(path, 'not json', { mode: 0o600 })
   await t.rejects(createFileStore(path).find('x'), { code: 'BASTION_ERR_USER_STORE' })
+})
+
+t.test('addMany adds every user or none', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'bastion-store-'))
+  t.teardown(() => { rmSync(dir, { recursive: true, force: true }) })
+  const path = join(dir, 'users.json')
+  const s = createFileStore(path)
+  await s.add(record('carol'))
+  await t.rejects(s.addMany([record('a1'), record('carol'), record('a3')]), { code: 'BASTION_ERR_USER_EXISTS', message: 'user carol already exists' })
+  await t.rejects(s.addMany([record('b1'), record('b2'), record('b1')]), { code: 'BASTION_ERR_USER_EXISTS', message: 'user b1 appears twice in the batch' })
+  t.same((await s.list()).map((u) => u.username), ['carol'], 'nothing of either batch was written')
+  await s.addMany([record('Carol'), record('dave')])
+  t.same((await createFileStore(path).list()).map((u) => u.username), ['carol', 'Carol', 'dave'], 'names are case-sensitive here')
+  await s.close()
 })
