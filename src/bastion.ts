@@ -219,6 +219,11 @@ export async function createBastion (config: BastionConfig, opts: BastionOptions
     if (store !== undefined && (config.auth.store.type === 'file' || config.auth.store.type === 'sqlite') && (await store.list()).length === 0) {
       log.warn({ event: 'store.empty', store: config.auth.store.type }, 'no users yet: nobody can log in; add one with: mqtt-bastion user add NAME (npx mqtt-bastion inside the project folder)')
     }
+    if (config.auth.store.type === 'file') {
+      const db = join(dirname(config.auth.store.path), 'users.db')
+      log.warn({ event: 'store.legacy', store: 'file', path: config.auth.store.path },
+        `the JSON user store rewrites the whole file on every login and slows down as users are added; use auth.store { type: sqlite, path: ${db} }: a users.json in that folder is migrated into it at first start (docs/fleet.md)`)
+    }
     // A database that is down at start is not fatal: logins are refused (0x88) until it answers.
     await store?.ping().catch((err: Error) => log.warn({ event: 'store.check_failed', reason: err.message }, 'user store did not answer at start'))
     // config.limits: checked before the auth hooks see a packet, and aedes' own limits set.
