@@ -25,6 +25,7 @@ import { startTlsListener } from './listeners/tls.js'
 import type { Listener, ListenerLimits } from './listeners/listener.js'
 import { createConnectionLimiter } from './limits/connections.js'
 import { createGuards } from './limits/guards.js'
+import { createLogGate } from './log-gate.js'
 import { createLimitReporter } from './limits/report.js'
 import { createHealthCheck } from './monitoring/health.js'
 import { startMonitoringServer, type MonitoringServer } from './monitoring/http.js'
@@ -165,6 +166,8 @@ export async function createBastion (config: BastionConfig, opts: BastionOptions
   const lockout = createLockout({
     ...config.auth.lockout,
     splitCode: s.type === 'http' || config.auth.totp.required,
+    // The store login checks the code first; an HTTP backend answers for both factors at once.
+    codeFirst: s.type !== 'http' && config.auth.totp.required,
     log: log.child({ module: 'auth' }),
     ...(metrics === undefined ? {} : { onLockout: (scope: LockoutScope) => metrics.onEvent({ type: 'lockout', scope }) })
   })
@@ -237,8 +240,21 @@ export async function createBastion (config: BastionConfig, opts: BastionOptions
     hooks.attach(broker)
     guards.attach(broker)
     const connections = createConnectionLimiter(config.limits, report)
+    const lockedGate = createLogGate()
+    const lockedAddress = (socket: Socket): boolean => {
+      const remote = socket.remoteAddress
+      if (remote === undefined || !lockout.addressLocked(remote)) return false
+      metrics?.onEvent({ type: 'login.failed', reason: 'locked_out' })
+      const open = lockedGate.pass(remote)
+      if (open !== undefined) {
+        log.child({ module: 'auth' }).info({ event: 'connection.locked_out', remote, ...(open.suppressed > 0 ? { suppressed: open.suppressed } : {}) },
+          'connection closed before TLS: this address is locked out after failed logins')
+      }
+      return true
+    }
     const listenerLimits: ListenerLimits = {
-      admit: (socket) => connections.admit(socket),
+      // A locked-out address is closed before its TLS handshake: the cheapest refusal there is.
+      admit: (socket) => !lockedAddress(socket) && connections.admit(socket),
       tlsHandshakeTimeout: config.limits.tlsHandshakeTimeout * 1000,
       handshakeTimedOut: (remote) => { report.hit('handshake_timeout', remote ?? 'unknown', 'info', { remote }, 'connection closed: TLS handshake took too long') }
     }

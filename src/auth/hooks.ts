@@ -42,7 +42,7 @@ export type HookEvent =
   /** A message passed the read check and goes to a subscriber (aedes has no delivery event). */
   | { type: 'delivery' }
   /** An account (`user`) or an address (`ip`) was locked out after repeated failed logins. */
-  | { type: 'lockout'; scope: 'user' | 'ip' }
+  | { type: 'lockout'; scope: 'user' | 'ip' | 'user_ip' }
   /** A limit refused a connection, packet or client (`limit` is a fixed name, e.g. `publish_rate`). */
   | { type: 'limit'; limit: string }
   /** A live session was ended because its user was disabled, removed or given new credentials. */

@@ -5,12 +5,23 @@ import { USERNAME_PATTERN, type LoginFailure } from '../types.js'
 import type { Authenticator, LoginRequest, LoginResult, Screening } from './authenticator.js'
 import { accountPart } from './login.js'
 
-export type LockoutScope = 'user' | 'ip'
+/**
+ * `user`: an account, from every address; `ip`: an address, for every account; `user_ip`: an
+ * account from one address (what a failure that proves nothing about the account counts as).
+ */
+export type LockoutScope = 'user' | 'ip' | 'user_ip'
 
 export interface LockoutOptions extends LockoutConfig {
   log: Logger
   /** The MQTT username carries `|code` after the account (auth.totp.required, the http store). */
   splitCode: boolean
+  /**
+   * The login checks the code before the password (the store logins with auth.totp.required),
+   * so a refusal tells what the attacker knew: only a wrong password behind a valid code counts
+   * against the account everywhere; everything else counts against the account from that
+   * address only. Off: every failure counts against the account everywhere.
+   */
+  codeFirst?: boolean
   /** Told of each lockout that starts (metrics); must not throw. */
   onLockout?: (scope: LockoutScope) => void
   /** Keys remembered per scope; the one that failed least recently is forgotten first. */
@@ -27,6 +38,8 @@ export interface Lockout {
    * threshold by more than the queue's concurrency).
    */
   recheck (a: Authenticator): Authenticator
+  /** Whether an address is locked out now: its sockets can be closed before any TLS work. */
+  addressLocked (remote: string): boolean
   /** Logs the end of every lockout that is over; a timer calls it, tests may too. */
   sweep (): void
   close (): void
@@ -81,6 +94,12 @@ interface Entry {
   remote: string
 }
 
+function describe (scope: LockoutScope, user: string | undefined, remote: string): string {
+  if (scope === 'user') return `account ${user ?? ''}`
+  if (scope === 'ip') return `address ${remote}`
+  return `account ${user ?? ''} from address ${remote}`
+}
+
 /**
  * IPv6 addresses are counted per /64: one host usually holds a whole /64 and could otherwise
  * pick a fresh address for every guess. IPv4-mapped addresses count as their IPv4 address.
@@ -106,8 +125,9 @@ export function createLockout (opts: LockoutOptions): Lockout {
   const { log } = opts
   const now = opts.now ?? Date.now
   const maxKeys = opts.maxKeys ?? MAX_KEYS
-  const tables: Record<LockoutScope, Map<string, Entry>> = { user: new Map(), ip: new Map() }
-  const thresholds: Record<LockoutScope, number> = { user: opts.maxFailuresPerUser, ip: opts.maxFailuresPerIp }
+  const tables: Record<LockoutScope, Map<string, Entry>> = { user: new Map(), ip: new Map(), user_ip: new Map() }
+  // An account from one address is held to the account's threshold: the owner elsewhere is not.
+  const thresholds: Record<LockoutScope, number> = { user: opts.maxFailuresPerUser, ip: opts.maxFailuresPerIp, user_ip: opts.maxFailuresPerUser }
   const locked = new Set<Entry>()
   let timer: NodeJS.Timeout | undefined
   let timerAt = Infinity
@@ -124,8 +144,8 @@ export function createLockout (opts: LockoutOptions): Lockout {
   function ended (e: Entry, evicted = false): void {
     e.endPending = false
     locked.delete(e)
-    log.info({ event: 'auth.lockout_ended', scope: e.scope, user: e.user, remote: e.scope === 'ip' ? e.remote : undefined, ...(evicted ? { evicted } : {}) },
-      `login lockout of ${e.scope === 'user' ? `account ${e.user ?? ''}` : `address ${e.remote}`} ended`)
+    log.info({ event: 'auth.lockout_ended', scope: e.scope, user: e.user, remote: e.scope === 'user' ? undefined : e.remote, ...(evicted ? { evicted } : {}) },
+      `login lockout of ${describe(e.scope, e.user, e.remote)} ended`)
   }
 
   /** The entry for a key that is locked right now; logs a lockout's end when it is first seen over. */
@@ -176,7 +196,7 @@ export function createLockout (opts: LockoutOptions): Lockout {
     e.remote = remote
     locked.add(e)
     log.warn({ event: 'auth.lockout', scope: e.scope, user, remote, failures, seconds, until: new Date(e.lockedUntil).toISOString() },
-      `login lockout of ${e.scope === 'user' ? `account ${user ?? ''}` : `address ${remote}`} for ${seconds} s after ${failures} failed logins`)
+      `login lockout of ${describe(e.scope, user, remote)} for ${seconds} s after ${failures} failed logins`)
     opts.onLockout?.(e.scope)
     schedule(e.lockedUntil)
   }
@@ -206,9 +226,13 @@ export function createLockout (opts: LockoutOptions): Lockout {
     }
   }
 
+  const pairKey = (account: { key: string } | undefined, remote: string): string | undefined =>
+    account === undefined ? undefined : `${account.key}\u0000${ipKey(remote)}`
+
   function refusal (req: LoginRequest): LoginResult | undefined {
     const account = accountOf(req.username)
-    if (lockedEntry('user', account?.key) === undefined && lockedEntry('ip', ipKey(req.remoteAddress)) === undefined) return undefined
+    if (lockedEntry('user', account?.key) === undefined && lockedEntry('ip', ipKey(req.remoteAddress)) === undefined &&
+      lockedEntry('user_ip', pairKey(account, req.remoteAddress)) === undefined) return undefined
     // The same answer for real and unknown accounts: only the name the client sent.
     return account === undefined ? { ok: false, reason: 'locked_out' } : { ok: false, reason: 'locked_out', user: account.name }
   }
@@ -230,13 +254,19 @@ export function createLockout (opts: LockoutOptions): Lockout {
           const account = accountOf(req.username)
           if (result.ok) {
             // The account's owner proved the password: its earlier failures were typos.
-            const e = account === undefined ? undefined : tables.user.get(account.key)
-            if (e !== undefined && e.lockedUntil <= now()) {
-              if (e.endPending) ended(e)
-              tables.user.delete(e.key)
+            for (const [scope, key] of [['user', account?.key], ['user_ip', pairKey(account, req.remoteAddress)]] as const) {
+              const e = key === undefined ? undefined : tables[scope].get(key)
+              if (e !== undefined && e.lockedUntil <= now()) {
+                if (e.endPending) ended(e)
+                tables[scope].delete(e.key)
+              }
             }
           } else if (COUNTS[result.reason]) {
-            fail('user', account?.key, account?.name, req.remoteAddress)
+            // With the code checked first, only a wrong password behind a valid code shows the
+            // TOTP secret is known: that alone may lock the account for everyone, the owner too.
+            // Anything else is a guess anyone can make, and must not be a lockout button.
+            if (opts.codeFirst !== true || result.reason === 'bad_password') fail('user', account?.key, account?.name, req.remoteAddress)
+            else fail('user_ip', pairKey(account, req.remoteAddress), account?.name, req.remoteAddress)
             fail('ip', ipKey(req.remoteAddress), undefined, req.remoteAddress)
           }
           return result
@@ -269,6 +299,7 @@ export function createLockout (opts: LockoutOptions): Lockout {
         }
       }
     },
+    addressLocked: (remote) => lockedEntry('ip', ipKey(remote)) !== undefined,
     sweep,
     close
   }

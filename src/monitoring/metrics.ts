@@ -68,11 +68,11 @@ export function createMetrics (opts: MetricsOptions): BrokerMetrics {
   const revoked = new Counter({ name: 'bastion_sessions_revoked_total', help: 'Live sessions ended (DISCONNECT 0x98) because their user was disabled, removed or given new credentials.', registers })
   const lockouts = new Counter({
     name: 'bastion_lockouts_total',
-    help: 'Lockouts started after repeated failed logins (auth.lockout), by scope: user = an account, ip = a source address.',
+    help: 'Lockouts started after repeated failed logins (auth.lockout), by scope: user = an account, ip = a source address, user_ip = an account from one address.',
     labelNames: ['scope'] as const,
     registers
   })
-  for (const scope of ['user', 'ip']) lockouts.inc({ scope }, 0)
+  for (const scope of ['user', 'ip', 'user_ip']) lockouts.inc({ scope }, 0)
   const limitHits = new Counter({
     name: 'bastion_limit_hits_total',
     help: 'Connections, packets and clients refused by a limit (config limits), by limit name.',

@@ -241,3 +241,67 @@ t.test('an over-long or invalid account name is never a key but still counts per
   t.same(await s.auth.login(req('y'.repeat(10_000), 'wrong')), { ok: false, reason: 'locked_out' })
   t.same(events(s.logs, 'auth.lockout').map((l) => l.scope), ['ip'])
 })
+
+/** Like setup's authenticator, with the code checked first: code 000000 is wrong, others valid. */
+function codeFirst (cfg: Partial<LockoutOptions> = {}) {
+  const s = setup({ codeFirst: true, ...cfg })
+  let calls = 0
+  const inner: Authenticator = {
+    name: 'code-first',
+    async login (r) {
+      calls++
+      const [user = '', code] = (r.username ?? '').split('|')
+      if (user !== 'alice') return { ok: false, reason: 'unknown_user', user }
+      if (code === '000000') return { ok: false, reason: 'bad_otp', user }
+      return r.password?.toString() === PW ? { ok: true, user } : { ok: false, reason: 'bad_password', user }
+    }
+  }
+  return { ...s, auth: s.lockout.wrap(inner), calls: () => calls }
+}
+const guess = (user: string, remote: string): LoginRequest => ({ username: `${user}|000000`, password: Buffer.from('x'), clientId: 'c', remoteAddress: remote })
+
+t.test('code first: wrong codes for an account from many addresses never lock its owner out', async (t) => {
+  const s = codeFirst()
+  for (let i = 0; i < 30; i++) t.match(await s.auth.login(guess('alice', `203.0.113.${i}`)), { reason: 'bad_otp' })
+  t.match(await s.auth.login(req('alice', PW, '198.51.100.7')), { ok: true }, 'the device with both factors logs in')
+  t.same(s.scopes, [], 'no lockout at all: each address guessed once')
+})
+
+t.test('code first: wrong codes from one address lock the account from that address only', async (t) => {
+  const s = codeFirst()
+  for (let i = 0; i < 3; i++) await s.auth.login(guess('alice', '203.0.113.66'))
+  t.same(s.scopes, ['user_ip'])
+  t.match(events(s.logs, 'auth.lockout')[0], { scope: 'user_ip', user: 'alice', remote: '203.0.113.66', failures: 3 })
+  const before = s.calls()
+  t.same(await s.auth.login(req('alice', PW, '203.0.113.66')), { ok: false, reason: 'locked_out', user: 'alice' }, 'from that address even both factors are refused unchecked')
+  t.equal(s.calls(), before)
+  t.match(await s.auth.login(req('alice', PW, '198.51.100.7')), { ok: true }, 'from elsewhere the owner logs in')
+  t.match(await s.auth.login(guess('bob', '203.0.113.66')), { reason: 'unknown_user' }, 'other accounts from that address are still checked')
+})
+
+t.test('code first: a valid code with a wrong password still locks the account everywhere', async (t) => {
+  const s = codeFirst()
+  for (let i = 0; i < 3; i++) await s.auth.login(req('alice', 'wrong', `203.0.113.${i}`))
+  t.same(s.scopes, ['user'])
+  t.match(await s.auth.login(req('alice', PW, '198.51.100.7')), { reason: 'locked_out' }, 'the TOTP secret is known: locking the owner too is right')
+})
+
+t.test('code first: the per-address count still takes every guess, and addressLocked reports it', async (t) => {
+  const s = codeFirst({ maxFailuresPerIp: 4 })
+  for (const u of ['u1', 'u2', 'u3', 'u4']) await s.auth.login(guess(u, '203.0.113.66'))
+  t.ok(s.lockout.addressLocked('203.0.113.66'))
+  t.notOk(s.lockout.addressLocked('203.0.113.67'))
+  t.ok(s.scopes.includes('ip'))
+  s.clock.now += 10_000
+  t.notOk(s.lockout.addressLocked('203.0.113.66'), 'over when the lockout is')
+})
+
+t.test('code first: a success from an address clears that address\'s count for the account', async (t) => {
+  const s = codeFirst()
+  await s.auth.login(guess('alice', '203.0.113.66'))
+  await s.auth.login(guess('alice', '203.0.113.66'))
+  t.match(await s.auth.login(req('alice', PW, '203.0.113.66')), { ok: true })
+  await s.auth.login(guess('alice', '203.0.113.66'))
+  await s.auth.login(guess('alice', '203.0.113.66'))
+  t.match(await s.auth.login(req('alice', PW, '203.0.113.66')), { ok: true }, 'four typos, never three in a row')
+})
