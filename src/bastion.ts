@@ -7,6 +7,7 @@ import { createHooks } from './auth/hooks.js'
 import type { Authenticator } from './auth/authenticator.js'
 import { createGoAuthClient, createHttpAuthenticator, type GoAuthClient } from './auth/http-backend.js'
 import { createCredentialCache } from './auth/credential-cache.js'
+import { createReputation } from './auth/reputation.js'
 import { createStoreAuthenticator } from './auth/login.js'
 import { createLockout, type LockoutScope } from './auth/lockout.js'
 import { createLoginQueue } from './auth/login-queue.js'
@@ -172,11 +173,13 @@ export async function createBastion (config: BastionConfig, opts: BastionOptions
     ...(metrics === undefined ? {} : { onLockout: (scope: LockoutScope) => metrics.onEvent({ type: 'lockout', scope }) })
   })
   const credentials = createCredentialCache(config.auth.credentialCache)
-  const queue = createLoginQueue({ ...config.auth.loginQueue, workers: config.auth.workers })
+  // Devices that logged in before from where they are now are served first by the queue.
+  const reputation = createReputation({ splitCode: s.type === 'http' || config.auth.totp.required })
+  const queue = createLoginQueue({ ...config.auth.loginQueue, workers: config.auth.workers, priority: (req) => reputation.known(req) })
   // A locked-out attempt is refused before it queues (no slot, no bcrypt) and once more when it
   // gets a slot, so guesses that waited see the failures recorded meanwhile. Closing the
   // outermost authenticator closes every layer.
-  authenticator = lockout.wrap(queue.wrap(lockout.recheck(s.type === 'http'
+  authenticator = reputation.wrap(lockout.wrap(queue.wrap(lockout.recheck(s.type === 'http'
     ? createHttpAuthenticator(s, log.child({ module: 'auth' }), backend)
     : createStoreAuthenticator({
       store: metrics === undefined ? store as UserStore : timedStore(store as UserStore, s.type, metrics),
@@ -184,7 +187,7 @@ export async function createBastion (config: BastionConfig, opts: BastionOptions
       totp: config.auth.totp,
       cache: credentials,
       ...(metrics === undefined ? {} : { onPasswordCheck: (cached: boolean) => metrics.onEvent({ type: 'password_check', cached }) })
-    }))))
+    })))))
   const prefix = config.acl.metrics.prefix
   // Which listener each socket came in on, for the certificate identity mode of that listener.
   const origin = new WeakMap<object, ListenerConfig>()
@@ -231,7 +234,7 @@ export async function createBastion (config: BastionConfig, opts: BastionOptions
     await store?.ping().catch((err: Error) => log.warn({ event: 'store.check_failed', reason: err.message }, 'user store did not answer at start'))
     // config.limits: checked before the auth hooks see a packet, and aedes' own limits set.
     const report = createLimitReporter({ log: log.child({ module: 'limits' }), ...eventSink })
-    const guards = createGuards(hooks.options, { limits: config.limits, report, log: log.child({ module: 'auth' }), identityOf: hooks.identityOf, ...eventSink })
+    const guards = createGuards(hooks.options, { limits: config.limits, report, log: log.child({ module: 'auth' }), identityOf: hooks.identityOf, loginFailed: hooks.loginFailed, ...eventSink })
     broker = await Aedes.createBroker({
       ...guards.options,
       // Caps what a DISCONNECT may set too (a CONNECT's request is capped by the hooks).

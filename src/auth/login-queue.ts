@@ -1,11 +1,16 @@
 import { availableParallelism } from 'node:os'
 import type { LoginQueueConfig } from '../config/hardening.js'
 import { BastionError } from '../errors.js'
-import type { Authenticator } from './authenticator.js'
+import type { Authenticator, LoginRequest } from './authenticator.js'
 
 export interface LoginQueueOptions extends LoginQueueConfig {
   /** auth.workers: the password pool's size, 0 meaning the pool's own default. */
   workers: number
+  /**
+   * Logins from known devices (see reputation.ts): they wait in a line of their own, with its
+   * own `maxWaiting`, served before the others whenever a slot frees.
+   */
+  priority?: (req: LoginRequest) => boolean
 }
 
 export interface LoginQueue {
@@ -43,16 +48,18 @@ export function createLoginQueue (opts: LoginQueueOptions): LoginQueue {
   let active = 0
   // A Set keeps insertion order: the first waiter is the oldest.
   const waiting = new Set<Waiter>()
+  const preferred = new Set<Waiter>()
   let closed = false
 
-  async function acquire (deadline?: number): Promise<void> {
+  async function acquire (deadline: number | undefined, first: boolean): Promise<void> {
+    const line = first ? preferred : waiting
     if (closed) throw new BastionError('BASTION_ERR_BUSY', 'the broker is shutting down')
     if (active < concurrency) {
       active++
       return
     }
-    if (waiting.size >= opts.maxWaiting) {
-      throw new BastionError('BASTION_ERR_BUSY', `${concurrency} logins in progress and ${waiting.size} waiting (auth.loginQueue)`)
+    if (line.size >= opts.maxWaiting) {
+      throw new BastionError('BASTION_ERR_BUSY', `${concurrency} logins in progress and ${line.size} waiting (auth.loginQueue)`)
     }
     // A device whose code expires while it waits would be refused anyway, after the wait: told
     // "busy" in time, it retries at once with a fresh code.
@@ -62,39 +69,41 @@ export function createLoginQueue (opts: LoginQueueOptions): LoginQueue {
       const w: Waiter = { resolve, reject }
       if (patience < Infinity) {
         w.timer = setTimeout(() => {
-          waiting.delete(w)
+          line.delete(w)
           reject(new BastionError('BASTION_ERR_BUSY', 'the login\'s code expired while it waited for a password check slot'))
         }, patience)
       }
-      waiting.add(w)
+      line.add(w)
     })
   }
 
   function release (): void {
-    const next = waiting.values().next()
+    const line = preferred.size > 0 ? preferred : waiting
+    const next = line.values().next()
     if (next.done === true) {
       active--
       return
     }
     // The slot passes straight to the oldest waiter: `active` stays the same.
-    waiting.delete(next.value)
+    line.delete(next.value)
     clearTimeout(next.value.timer)
     next.value.resolve()
   }
 
   function close (): void {
     closed = true
-    for (const w of waiting) {
+    for (const w of [...preferred, ...waiting]) {
       clearTimeout(w.timer)
       w.reject(new BastionError('BASTION_ERR_BUSY', 'the broker is shutting down'))
     }
     waiting.clear()
+    preferred.clear()
   }
 
   return {
     concurrency,
     get active () { return active },
-    get waiting () { return waiting.size },
+    get waiting () { return waiting.size + preferred.size },
     wrap (a) {
       const screen = a.screen?.bind(a)
       return {
@@ -105,7 +114,7 @@ export function createLoginQueue (opts: LoginQueueOptions): LoginQueue {
           // before this attempt's failure is counted.
           const s = screen === undefined ? undefined : await screen(req)
           if (s !== undefined && 'result' in s) return s.result
-          await acquire(s?.deadline)
+          await acquire(s?.deadline, opts.priority?.(req) === true)
           try {
             return s === undefined ? await a.login(req) : await s.verify()
           } finally {

@@ -171,3 +171,22 @@ t.test('a login is not kept waiting past its code\'s deadline: it is told busy i
   t.match(await running, { ok: true })
   t.match(await first, { ok: true })
 })
+
+t.test('known devices wait in a line of their own and are served first when a slot frees', async (t) => {
+  const inner = gated()
+  const known = new Set(['dev-1', 'dev-2'])
+  const auth = createLoginQueue({ concurrency: 1, maxWaiting: 3, workers: 1, priority: (r) => known.has(r.clientId) }).wrap(inner)
+  const running = auth.login(req('stranger-0'))
+  await tick()
+  const strangers = [1, 2, 3].map(async (i) => await auth.login(req(`stranger-${i}`)))
+  // The strangers' line is full; the known devices still get in line, and go first.
+  await t.rejects(auth.login(req('stranger-4')), { code: 'BASTION_ERR_BUSY' })
+  const devices = [auth.login(req('dev-1')), auth.login(req('dev-2'))]
+  await tick()
+  for (let i = 0; i < 6; i++) {
+    inner.finish()
+    await tick()
+  }
+  await Promise.all([running, ...strangers, ...devices])
+  t.same(inner.started, ['stranger-0', 'dev-1', 'dev-2', 'stranger-1', 'stranger-2', 'stranger-3'])
+})
