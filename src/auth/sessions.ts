@@ -68,10 +68,14 @@ const SWEEP_EVERY_MS = 60_000
 // [MQTT-3.2.2.3.2] 0xFFFFFFFF: the session does not expire.
 const NEVER_EXPIRES = 0xFFFFFFFF
 
-/** Whether `clientId` names `user` as auth.clientIdBinding asks (`prefix`: iotclient01-sensor for iotclient01). */
+/**
+ * Whether `clientId` names `user` as auth.clientIdBinding asks. `prefix`: the user alone, or
+ * followed by a character that is not a letter or digit (`iotclient01-sensor` for `iotclient01`),
+ * so `sensor-1` cannot hold `sensor-10-kitchen`. `owner` is decided by the owners, not here.
+ */
 export function bindingAllows (mode: ClientIdBinding, clientId: string, user: string): boolean {
   if (mode === 'exact') return clientId === user
-  if (mode === 'prefix') return clientId.startsWith(user)
+  if (mode === 'prefix') return clientId === user || (clientId.startsWith(user) && /^[^A-Za-z0-9]/.test(clientId.slice(user.length)))
   return true
 }
 

@@ -21,6 +21,12 @@ CREATE TABLE IF NOT EXISTS users (
   created_at TEXT NULL
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS client_ids (
+  client_id TEXT PRIMARY KEY,
+  username TEXT NOT NULL COLLATE NOCASE,
+  last_seen INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS client_ids_by_user ON client_ids (username, last_seen);
 `
 
 const COLUMNS = 'username, password, totp_secret, enabled, last_step, created_at'
@@ -35,6 +41,15 @@ export const SQL = {
   remove: 'DELETE FROM users WHERE username = ?',
   list: `SELECT ${COLUMNS} FROM users ORDER BY username`,
   ping: 'SELECT 1 FROM users LIMIT 1',
+  owner: 'SELECT username, last_seen FROM client_ids WHERE client_id = ?',
+  bindId: 'INSERT INTO client_ids (client_id, username, last_seen) VALUES (?, ?, ?)',
+  touchId: 'UPDATE client_ids SET last_seen = ? WHERE client_id = ?',
+  // Keeps a user's most recently seen ids; the rest are released.
+  trimIds: 'DELETE FROM client_ids WHERE username = @user AND client_id NOT IN (SELECT client_id FROM client_ids WHERE username = @user ORDER BY last_seen DESC LIMIT @keep)',
+  releaseId: 'DELETE FROM client_ids WHERE client_id = ?',
+  releaseUser: 'DELETE FROM client_ids WHERE username = ?',
+  listIds: 'SELECT client_id, username, last_seen FROM client_ids ORDER BY last_seen DESC',
+  listUserIds: 'SELECT client_id, username, last_seen FROM client_ids WHERE username = ? ORDER BY last_seen DESC',
   getMeta: 'SELECT value FROM meta WHERE key = ?',
   setMeta: 'INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)',
   initMeta: 'INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)'

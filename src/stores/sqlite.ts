@@ -5,6 +5,7 @@ import Database from 'better-sqlite3'
 import { BastionError } from '../errors.js'
 import type { Logger } from '../log.js'
 import { assertPrivateSync } from './permissions.js'
+import { createSqliteClientIds } from './sqlite-client-ids.js'
 import { migrateLegacyJson, retireLegacyJson } from './sqlite-migrate.js'
 import { SQL, applyPragmas, ensureSchema, isBusy, isUniqueViolation, toRecord, toRow, type UserRow } from './sqlite-schema.js'
 import type { UserRecord, UserStore } from './store.js'
@@ -160,6 +161,7 @@ export function createSqliteStore (opts: SqliteStoreOptions): UserStore {
   }
 
   return {
+    clientIds: createSqliteClientIds(async (step) => await run((h) => step(h.db))),
     async find (username) {
       const row = await run((h) => h.find.get(username))
       return row === undefined ? undefined : toRecord(row)
@@ -184,7 +186,11 @@ export function createSqliteStore (opts: SqliteStoreOptions): UserStore {
       if (changes === 0) throw unknown(username)
     },
     async remove (username) {
-      const changes = await run((h) => h.remove.run(username).changes)
+      // The user's client ids go with it: a new user of the same name starts with none.
+      const changes = await run((h) => h.db.transaction(() => {
+        h.db.prepare(SQL.releaseUser).run(username)
+        return h.remove.run(username).changes
+      }).immediate())
       if (changes === 0) throw unknown(username)
     },
     async list () {

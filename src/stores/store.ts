@@ -10,6 +10,23 @@ export interface UserRecord {
   readonly lastStep?: number
 }
 
+/** One client id and the user it belongs to (auth.clientIdBinding `owner`). */
+export interface ClientIdOwner { readonly clientId: string; readonly user: string; readonly lastSeen: string }
+
+/**
+ * Client ids bound to the first user that logged in with them, so no other user can hold a
+ * device's id while it is offline. Each user keeps at most a bounded number (the least recently
+ * seen are released first), so random ids cannot grow the table without end.
+ */
+export interface ClientIdOwners {
+  /** The id's owner after the call: `user` when the id was free (now bound to it) or theirs already. Atomic. */
+  bind (clientId: string, user: string): Promise<string>
+  /** Frees an id (the admin command); false when it was not bound. */
+  release (clientId: string): Promise<boolean>
+  /** Every binding, or one user's, most recently seen first. */
+  list (user?: string): Promise<ClientIdOwner[]>
+}
+
 export type UserPatch = Partial<Pick<UserRecord, 'passwordHash' | 'totpSecret' | 'enabled'>>
 
 /**
@@ -42,6 +59,8 @@ export interface UserStore {
   update (username: string, patch: UserPatch): Promise<void>
   remove (username: string): Promise<void>
   list (): Promise<UserRecord[]>
+  /** Where the store itself keeps client id owners (shared with the CLI); otherwise the broker keeps them in memory. */
+  readonly clientIds?: ClientIdOwners
   /** Checks that the backend answers; throws what find() would throw when it cannot. */
   ping (): Promise<void>
   close (): Promise<void>

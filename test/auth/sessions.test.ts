@@ -45,6 +45,9 @@ t.test('clientIdBinding: exact wants the user, prefix wants it at the start, non
   t.equal(bindingAllows('prefix', 'iotclient01-sensor', 'iotclient01'), true)
   t.equal(bindingAllows('prefix', 'iotclient01', 'iotclient01'), true)
   t.equal(bindingAllows('prefix', 'sensor-iotclient01', 'iotclient01'), false)
+  t.equal(bindingAllows('prefix', 'sensor-10-kitchen', 'sensor-1'), false, 'a separator must follow the user: sensor-1 is not sensor-10')
+  t.equal(bindingAllows('prefix', 'sensor-1:kitchen', 'sensor-1'), true)
+  t.equal(bindingAllows('prefix', 'sensor-1x', 'sensor-1'), false)
   t.equal(bindingAllows('none', 'mosqpub|1234-host', 'iotclient01'), true)
 })
 
