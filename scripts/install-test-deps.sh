@@ -6,7 +6,8 @@
 #                       127.0.0.1 themselves, nothing here starts or enables its service)
 #   python3-paho-mqtt  (an MQTT 5 client for /usr/bin/python3)
 #   python3-pyotp      (an independent TOTP implementation)
-#   openssl            (verifies the certificates we issue)
+#   openssl            (verifies the certificates we issue; s_client tries to renegotiate)
+#   sslscan            (lists the TLS versions and cipher suites the listener accepts)
 #   systemd            (systemd-analyze verify checks scripts/mqtt-bastion.service; nothing is started)
 #   mariadb-server     (mariadbd + mariadb-install-db: the MySQL tests start a throwaway server;
 #                       nothing here starts or enables the system service)
@@ -22,6 +23,7 @@ if ! command -v mosquitto_passwd >/dev/null 2>&1 || { ! command -v mosquitto >/d
   missing+=(mosquitto)
 fi
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+command -v sslscan >/dev/null 2>&1 || missing+=(sslscan)
 command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
 /usr/bin/python3 -c 'import paho.mqtt' >/dev/null 2>&1 || missing+=(python3-paho-mqtt)
 /usr/bin/python3 -c 'import pyotp' >/dev/null 2>&1 || missing+=(python3-pyotp)

@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs'
 import { resolve } from 'node:path'
+import { createSecureContext } from 'node:tls'
 import { bool, fail, host, int, object, oneOf, str, type Raw } from './fields.js'
 import { AUTH_HARDENING_KEYS, parseAuthHardening, parseLimits, parseShutdown, type AuthHardening, type LimitsConfig, type ShutdownConfig } from './hardening.js'
 
@@ -22,7 +23,24 @@ export interface TlsListenerConfig {
   readonly certificateIdentity: CertificateIdentity
   /** PEM certificate revocation list; a revoked client certificate fails the handshake. */
   readonly crl?: string
+  /**
+   * OpenSSL cipher string, in the server's order of preference. Names starting with TLS_ set the
+   * TLS 1.3 suites; without any, TLS 1.3 keeps Node's defaults. Default: DEFAULT_TLS_CIPHERS.
+   */
+  readonly ciphers: string
 }
+
+/**
+ * TLS 1.2 suites offered by default: ECDHE key exchange (forward secrecy) with an AEAD cipher,
+ * for ECDSA keys (what `certs init` issues) and RSA keys (what many bring). No CBC suite: their
+ * MAC-then-encrypt construction is what Lucky13 attacks. No RSA key exchange: it has no forward
+ * secrecy. Mozilla's "intermediate" order, without its DHE suites.
+ */
+export const DEFAULT_TLS_CIPHERS = [
+  'ECDHE-ECDSA-AES128-GCM-SHA256', 'ECDHE-RSA-AES128-GCM-SHA256',
+  'ECDHE-ECDSA-AES256-GCM-SHA384', 'ECDHE-RSA-AES256-GCM-SHA384',
+  'ECDHE-ECDSA-CHACHA20-POLY1305', 'ECDHE-RSA-CHACHA20-POLY1305'
+].join(':')
 
 export type CertificateIdentity = 'none' | 'cn' | 'subject' | 'bound'
 
@@ -150,7 +168,37 @@ function listener (value: unknown, i: number, base: string): ListenerConfig {
     return Object.freeze({ type, host: host(raw, `${path}.host`, '127.0.0.1'), port: int(raw, 'port', `${path}.port`, 1883, 0, 65535) })
   }
   if (type !== undefined && type !== 'tls') fail(`${path}.type`, 'must be tls or tcp')
-  const raw = object(value, path, ['type', 'host', 'port', 'cert', 'key', 'ca', 'minVersion', 'requireClientCertificate', 'useIdentityAsUsername', 'useSubjectAsUsername', 'bindCertificate', 'crl'])
+  return tlsListener(value, path, base)
+}
+
+/**
+ * An OpenSSL cipher string, checked by OpenSSL itself: a list it rejects as a whole would fail
+ * at start, and a name it does not know inside a list would be dropped without a word (a typo
+ * in a suite added on purpose is then a mystery refusal in the field).
+ */
+function cipherString (raw: Raw, path: string, minVersion: TlsVersion): string {
+  const ciphers = str(raw, 'ciphers', path, DEFAULT_TLS_CIPHERS)
+  const accepts = (list: string): string | undefined => {
+    try {
+      createSecureContext({ ciphers: list, minVersion })
+      return undefined
+    } catch (err) {
+      return (err as Error).message.split('\n')[0]
+    }
+  }
+  const whole = accepts(ciphers)
+  if (whole !== undefined) fail(path, `OpenSSL accepts no cipher in "${ciphers}" (${whole})`)
+  // OpenSSL splits on : , and space; !X, -X, +X and @STRENGTH / @SECLEVEL=n are operators.
+  for (const name of ciphers.split(/[:, ]+/)) {
+    if (name === '' || /^[!+@-]/.test(name)) continue
+    if (accepts(name) !== undefined) fail(path, `OpenSSL knows no cipher "${name}" (see \`openssl ciphers -v\`)`)
+  }
+  return ciphers
+}
+
+function tlsListener (value: unknown, path: string, base: string): TlsListenerConfig {
+  const raw = object(value, path, ['type', 'host', 'port', 'cert', 'key', 'ca', 'minVersion', 'ciphers', 'requireClientCertificate', 'useIdentityAsUsername', 'useSubjectAsUsername', 'bindCertificate', 'crl'])
+  const minVersion = oneOf<TlsVersion>(raw, 'minVersion', `${path}.minVersion`, 'TLSv1.2', ['TLSv1.2', 'TLSv1.3'])
   const requireClientCertificate = bool(raw, 'requireClientCertificate', `${path}.requireClientCertificate`, false)
   const ca = raw.ca === undefined ? undefined : resolve(base, str(raw, 'ca', `${path}.ca`))
   if (requireClientCertificate && ca === undefined) fail(`${path}.ca`, 'is required when requireClientCertificate is true')
@@ -168,7 +216,8 @@ function listener (value: unknown, i: number, base: string): ListenerConfig {
     cert: resolve(base, str(raw, 'cert', `${path}.cert`, 'certs/server.crt')),
     key: resolve(base, str(raw, 'key', `${path}.key`, 'certs/server.key')),
     ...(ca === undefined ? {} : { ca }),
-    minVersion: oneOf<TlsVersion>(raw, 'minVersion', `${path}.minVersion`, 'TLSv1.2', ['TLSv1.2', 'TLSv1.3']),
+    minVersion,
+    ciphers: cipherString(raw, `${path}.ciphers`, minVersion),
     requireClientCertificate,
     certificateIdentity: mode?.[1] ?? 'none',
     ...(crl === undefined ? {} : { crl })

@@ -1,9 +1,11 @@
+import { constants } from 'node:crypto'
 import { readFileSync } from 'node:fs'
 import { createServer as createNetServer } from 'node:net'
 import { createSecureContext, createServer, type SecureContextOptions, type TLSSocket } from 'node:tls'
-import type { TlsListenerConfig } from '../config/schema.js'
+import { DEFAULT_TLS_CIPHERS, type TlsListenerConfig } from '../config/schema.js'
 import { BastionError } from '../errors.js'
 import type { Logger } from '../log.js'
+import { createLogGate, type LogGate } from '../log-gate.js'
 import { assertPrivate } from '../stores/permissions.js'
 import { bind, type ConnectionHandler, type Listener, type ListenerLimits } from './listener.js'
 
@@ -15,10 +17,6 @@ function read (path: string, what: string): Buffer {
   }
 }
 
-/**
- * The device-facing listener. With requireClientCertificate the TLS handshake itself fails for
- * a client without a certificate from the configured CA, so no MQTT byte is ever parsed for it.
- */
 /** Files of the secure context, read afresh at start and on every reload. */
 function contextOptions (cfg: TlsListenerConfig): SecureContextOptions {
   const options: SecureContextOptions = {
@@ -29,7 +27,14 @@ function contextOptions (cfg: TlsListenerConfig): SecureContextOptions {
     // fails the handshake.
     ...(cfg.crl === undefined ? {} : { crl: read(cfg.crl, 'certificate revocation list') }),
     // TLS 1.0 and 1.1 are never offered: RFC 8996 deprecates them.
-    minVersion: cfg.minVersion
+    minVersion: cfg.minVersion,
+    // By default ECDHE + AEAD only on TLS 1.2 (DEFAULT_TLS_CIPHERS); TLS 1.3 keeps Node's suites.
+    ciphers: cfg.ciphers,
+    honorCipherOrder: true,
+    // Node's own guard lets a client renegotiate 3 times per 10 minutes, each a full handshake
+    // the server pays for. OpenSSL refuses every one instead: it answers the ClientHello with a
+    // no_renegotiation alert (RFC 5246 7.2.2) and the connection stays on its first handshake.
+    secureOptions: constants.SSL_OP_NO_RENEGOTIATION
   }
   try {
     // Build once here so a key that does not match its certificate, or a CRL that is not one,
@@ -41,7 +46,19 @@ function contextOptions (cfg: TlsListenerConfig): SecureContextOptions {
   return options
 }
 
-export async function startTlsListener (cfg: TlsListenerConfig, handle: ConnectionHandler, log: Logger, limits?: ListenerLimits): Promise<Listener> {
+/**
+ * The device-facing listener. With requireClientCertificate the TLS handshake itself fails for
+ * a client without a certificate from the configured CA, so no MQTT byte is ever parsed for it.
+ * `logGate` bounds the refusal lines (one per address, reason and minute by default); a scanner
+ * or a device stuck on a bad certificate fails a handshake per connection attempt.
+ */
+export async function startTlsListener (cfg: TlsListenerConfig, handle: ConnectionHandler, log: Logger, limits?: ListenerLimits, logGate: LogGate = createLogGate()): Promise<Listener> {
+  function refused (event: string, remote: string | undefined, reason: string, msg: string, keyReason = reason): void {
+    const open = logGate.pass(`${event}\u0000${keyReason}\u0000${remote ?? ''}`)
+    if (open === undefined) return
+    log.info({ event, remote, reason, ...(open.suppressed > 0 ? { suppressed: open.suppressed } : {}) }, msg)
+  }
+
   const server = createServer({
     ...contextOptions(cfg),
     ...(limits === undefined ? {} : { handshakeTimeout: limits.tlsHandshakeTimeout }),
@@ -50,11 +67,18 @@ export async function startTlsListener (cfg: TlsListenerConfig, handle: Connecti
     // saying why: the operator needs to see "CERT_REVOKED" or "UNABLE_TO_VERIFY_LEAF_SIGNATURE".
     rejectUnauthorized: false
   }, (socket: TLSSocket) => {
+    const remote = socket.remoteAddress
     if (cfg.requireClientCertificate && !socket.authorized) {
-      log.info({ event: 'tls.handshake_failed', remote: socket.remoteAddress, reason: String(socket.authorizationError ?? 'NO_CERTIFICATE') }, 'client certificate refused')
+      refused('tls.handshake_failed', remote, String(socket.authorizationError ?? 'NO_CERTIFICATE'), 'client certificate refused')
       socket.destroy()
       return
     }
+    socket.on('error', (err: NodeJS.ErrnoException) => {
+      // After the handshake a handshake_failure alert can only answer our no_renegotiation: an
+      // OpenSSL client (Node's too) gives up that way when its renegotiation is refused, and
+      // the socket closes. A client that accepts the refusal keeps its connection, unlogged.
+      if (err.code === 'ERR_SSL_SSLV3_ALERT_HANDSHAKE_FAILURE') refused('tls.renegotiation_refused', remote, 'NO_RENEGOTIATION', 'TLS renegotiation refused')
+    })
     handle(socket)
   })
 
@@ -66,7 +90,8 @@ export async function startTlsListener (cfg: TlsListenerConfig, handle: Connecti
       limits.handshakeTimedOut(remote)
       return
     }
-    log.info({ event: 'tls.handshake_failed', remote, reason: err.code ?? err.message }, 'TLS handshake failed')
+    // Keyed by OpenSSL's code: a message can differ per socket, and the key must not.
+    refused('tls.handshake_failed', remote, err.code ?? err.message, 'TLS handshake failed', err.code ?? 'uncoded')
   })
   // A plain TCP server accepts and counts first: a socket over a connection limit is dropped
   // before it costs a TLS handshake. Admitted ones are handed to the TLS server (Node documents
@@ -88,6 +113,6 @@ export async function startTlsListener (cfg: TlsListenerConfig, handle: Connecti
       server.setSecureContext(contextOptions(cfg))
     }
   })
-  log.info({ event: 'listener.started', type: 'tls', host: cfg.host, port: listener.port, minVersion: cfg.minVersion, requireClientCertificate: cfg.requireClientCertificate }, 'TLS listener started')
+  log.info({ event: 'listener.started', type: 'tls', host: cfg.host, port: listener.port, minVersion: cfg.minVersion, ...(cfg.ciphers === DEFAULT_TLS_CIPHERS ? {} : { ciphers: cfg.ciphers }), requireClientCertificate: cfg.requireClientCertificate }, 'TLS listener started')
   return listener
 }
