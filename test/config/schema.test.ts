@@ -5,10 +5,10 @@ import { loadConfig } from '../../src/config/load.js'
 import { mkdtempSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 
-t.test('defaults: TLS on 0.0.0.0:8883, TLS 1.2, file store, metrics policy, ephemeral sessions', async (t) => {
+t.test('defaults: TLS on 0.0.0.0:8883, TLS 1.2, SQLite store, metrics policy, ephemeral sessions', async (t) => {
   const c = parseConfig({}, '/srv')
   t.match(c.listeners[0], { type: 'tls', host: '0.0.0.0', port: 8883, cert: '/srv/certs/server.crt', key: '/srv/certs/server.key', minVersion: 'TLSv1.2', requireClientCertificate: false })
-  t.equal(c.auth.store.path, '/srv/data/users.json')
+  t.same(c.auth.store, { type: 'sqlite', path: '/srv/data/users.db' })
   t.same(c.auth.totp, { window: 1, replayProtection: true, required: true })
   t.same(c.auth.clientIdPrefixes, [])
   t.match(c.listeners[0], { certificateIdentity: 'none' })
@@ -38,10 +38,10 @@ t.test('bad keys and values are refused with a message naming the key', async (t
     [{ acl: { file: 'acl' } }, /acl\.file: is only used with policy mosquitto-acl/],
     [{ acl: { allowSys: true } }, /acl\.allowSys: is only used with policy mosquitto-acl/],
     [{ acl: { policy: 'http' } }, /acl\.policy: http needs auth\.store\.type http/],
-    [{ auth: { totp: { required: false } } }, /auth\.totp\.required: the file store always requires a TOTP code/],
+    [{ auth: { totp: { required: false } } }, /auth\.totp\.required: the sqlite store always requires a TOTP code/],
     [{ auth: { store: { type: 'mosquitto-passwd', path: 'p' }, totp: { required: true } } }, /auth\.totp\.required: needs auth\.store\.totpFile/],
     [{ auth: { store: { type: 'mosquitto-passwd' } } }, /auth\.store\.path: must be a non-empty string/],
-    [{ auth: { store: { type: 'ldap' } } }, /auth\.store\.type: must be file, mysql, mosquitto-passwd or http/],
+    [{ auth: { store: { type: 'ldap' } } }, /auth\.store\.type: must be sqlite, file, mysql, mosquitto-passwd or http/],
     [{ auth: { store: { type: 'http' } } }, /auth\.store\.url: must be a non-empty string/],
     [{ auth: { store: { type: 'http', url: 'ftp://x' } } }, /auth\.store\.url: must start with http/],
     [{ auth: { store: { type: 'http', url: 'http://u:p@x' } } }, /auth\.store\.url: must not carry credentials/],
@@ -74,7 +74,8 @@ t.test('a config file is YAML, relative paths resolve against its folder, env ov
   const viaEnv = loadConfig({ env: { BASTION_CONFIG: file, BASTION_PORT: '1234', BASTION_LOG_LEVEL: 'debug', BASTION_USERS_FILE: '/x/u.json' } }).config
   t.equal(viaEnv.listeners[0]?.port, 1234)
   t.equal(viaEnv.log.level, 'debug')
-  t.equal(viaEnv.auth.store.path, '/x/u.json')
+  t.same(viaEnv.auth.store, { type: 'file', path: '/x/u.json' }, 'a .json file is the JSON store')
+  t.same(loadConfig({ env: { BASTION_USERS_FILE: '/x/u.db' } }).config.auth.store, { type: 'sqlite', path: '/x/u.db' }, 'anything else is SQLite')
   t.throws(() => loadConfig({ env: { BASTION_CONFIG: file, BASTION_PORT: 'abc' } }), /BASTION_PORT/)
   t.throws(() => loadConfig({ file: join(dir, 'missing.yaml'), env: {} }), /cannot read config file .*missing\.yaml: ENOENT/)
   writeFileSync(file, 'listeners: [\n')
