@@ -41,11 +41,11 @@ async function subscribed (h: Harness, user: string, opts: Parameters<Harness['c
   return c
 }
 
-t.test('file store: disable, remove, passwd and rotate-totp with the CLI end that user\'s live sessions and no others', async (t) => {
+t.test('SQLite store: disable, remove, passwd and rotate-totp with the CLI end that user\'s live sessions and no others', async (t) => {
   const h = await startHarness({ auth: RECHECK })
   t.teardown(() => h.close())
   const cfg = join(h.dir, 'cli.yaml')
-  writeFileSync(cfg, 'auth:\n  store: { type: file, path: data/users.json }\n')
+  writeFileSync(cfg, 'auth:\n  store: { type: sqlite, path: data/users.db }\n')
   const bystander = 'steady'
   await h.addUser(bystander)
   const keep = await subscribed(h, bystander, { clientId: 'steady-1' })
