@@ -17,7 +17,7 @@ Commands:
   certs init --out DIR [...]            create a private CA and a server certificate
   certs client NAME --out DIR           issue a client certificate
   certs revoke NAME --out DIR           revoke a client certificate (writes the CRL)
-  user add|list|disable|enable|remove|passwd|rotate-totp|otp ...
+  user add|list|disable|enable|remove|passwd|rotate-totp|otp|import|export ...
                                         manage users
   config check [--config FILE]          validate a configuration
   db check|migrate [--config FILE]      inspect / extend a MySQL users table

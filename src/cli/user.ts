@@ -9,7 +9,9 @@ import type { UserRecord, UserStore } from '../stores/store.js'
 import type { BastionConfig } from '../config/schema.js'
 import { USERNAME_PATTERN } from '../types.js'
 import { expectPositionals, parse, stringFlag, UsageError } from './args.js'
+import { BCRYPT_COST, MAX_PASSWORD_BYTES, MIN_PASSWORD, passwordProblem } from './password-rules.js'
 import { readPassword } from './prompt.js'
+import { exportUsers, importUsers } from './user-bulk.js'
 
 export const USER_HELP = `Usage:
   mqtt-bastion user add NAME [--password P] [--totp-secret BASE32] [--json] [--config FILE]
@@ -18,10 +20,13 @@ export const USER_HELP = `Usage:
   mqtt-bastion user passwd NAME [--password P] [--config FILE]
   mqtt-bastion user rotate-totp NAME [--totp-secret BASE32] [--json] [--config FILE]
   mqtt-bastion user otp NAME [--config FILE]
+  mqtt-bastion user import FILE [--config FILE]
+  mqtt-bastion user export [--config FILE]
 
-Manages the user store named by the config (default: data/users.json).
+Manages the user store named by the config (default: data/users.db).
 A device logs in with MQTT username "NAME|CODE" (CODE: the current 6-digit TOTP code)
-and MQTT password = the base password.
+and MQTT password = the base password: ${MIN_PASSWORD} characters to ${MAX_PASSWORD_BYTES} bytes of UTF-8
+(bcrypt ignores every byte after the ${MAX_PASSWORD_BYTES}th, so a longer one is refused).
 
   add           Creates NAME (letters, digits, _ . - ; at most 64). Without --password it
                 asks for one (hidden), or reads the first line of piped standard input.
@@ -35,11 +40,18 @@ and MQTT password = the base password.
                 A code is accepted once per user (replay protection): when the current
                 step's code was used, it prints the next step's (inside the window), and
                 fails saying how long to wait when that one was used too.
+  import        Adds the users in FILE (- : standard input), one JSON object per line:
+                  {"username":"alice","password":"...","totpSecret":"BASE32..."}
+                with passwordHash (bcrypt) instead of password, and optionally
+                "enabled":false and "createdAt":"2026-12-01T00:00:00Z". All or nothing:
+                one bad line, or one user who already exists, imports nobody.
+                Plain passwords are hashed here (bcrypt cost ${BCRYPT_COST}, ~0.3 s each).
+                See docs/provisioning.md.
+  export        Writes every user as one JSON line (the form import reads) to stdout.
+                The output holds password hashes and TOTP secrets: keep it like a
+                private key, e.g.  umask 077; mqtt-bastion user export > users.jsonl
   --config FILE Config file (default: env BASTION_CONFIG, else built-in defaults).
 `
-
-const MIN_PASSWORD = 8
-const BCRYPT_COST = 12
 
 function openStore (configFile: string | undefined): { store: UserStore; config: BastionConfig } {
   const { config } = loadConfig({ ...(configFile === undefined ? {} : { file: configFile }), env: process.env })
@@ -70,9 +82,8 @@ function checkName (name: string): string {
 
 async function passwordFrom (flag: string | undefined): Promise<string> {
   const password = flag ?? await readPassword('Password: ')
-  if (password.length < MIN_PASSWORD) {
-    throw new BastionError('BASTION_ERR_INVALID_INPUT', `password too short: at least ${MIN_PASSWORD} characters`)
-  }
+  const problem = passwordProblem(password)
+  if (problem !== undefined) throw new BastionError('BASTION_ERR_INVALID_INPUT', problem)
   return password
 }
 
@@ -111,7 +122,9 @@ export async function userCommand (argv: string[], out: (s: string) => void): Pr
     remove: ['config'],
     passwd: ['config', 'password'],
     'rotate-totp': ['config', 'totp-secret', 'json'],
-    otp: ['config']
+    otp: ['config'],
+    import: ['config'],
+    export: ['config']
   }
   const flags = allowed[sub]
   if (flags === undefined) throw new UsageError(`unknown user command: ${sub} (see mqtt-bastion user --help)`)
@@ -126,6 +139,17 @@ export async function userCommand (argv: string[], out: (s: string) => void): Pr
       const users = await store.list()
       if (json) out(JSON.stringify(users.map((u) => ({ user: u.username, enabled: u.enabled, createdAt: u.createdAt }))) + '\n')
       else out(users.length === 0 ? 'no users\n' : users.map((u) => `${u.username}\t${u.enabled ? 'enabled' : 'disabled'}\t${u.createdAt}\n`).join(''))
+      return
+    }
+    if (sub === 'export') {
+      expectPositionals(positionals, [])
+      await exportUsers(store, out)
+      return
+    }
+    if (sub === 'import') {
+      const file = expectPositionals(positionals, ['FILE'])[0] as string
+      if (store.readOnly !== undefined) throw new BastionError('BASTION_ERR_INVALID_INPUT', store.readOnly)
+      await importUsers(store, file, out)
       return
     }
     const name = checkName(expectPositionals(positionals, ['NAME'])[0] as string)

@@ -21,13 +21,18 @@ interface Slot { worker: Worker; pending: Map<number, Pending>; ready: Promise<v
 // The worker sits beside this module with the same extension (.js when built, .ts under tsx).
 const WORKER_URL = new URL(import.meta.url.endsWith('.ts') ? './password-worker.ts' : './password-worker.js', import.meta.url)
 
+/** The workers a pool of `size` runs: `size`, or for 0 one per core, at most 4. */
+export function passwordPoolSize (size: number): number {
+  return size > 0 ? size : Math.min(4, Math.max(1, availableParallelism()))
+}
+
 /**
  * bcrypt is deliberately slow (~300 ms at cost 12): verifying on the main thread would stall
  * every connected client. Jobs go to the least busy worker; a worker that dies fails only its
  * own jobs and is replaced.
  */
 export function createPasswordPool (size = 0): PasswordPool {
-  const count = size > 0 ? size : Math.min(4, Math.max(1, availableParallelism()))
+  const count = passwordPoolSize(size)
   const slots: Slot[] = []
   let nextId = 1
   let closed = false
