@@ -23,8 +23,12 @@ export interface LoginQueueConfig {
   readonly maxWaiting: number
 }
 
-/** Whether a client id must name its user: `exact` (id = user), `prefix` (id starts with user), `none`. */
-export type ClientIdBinding = 'none' | 'exact' | 'prefix'
+/**
+ * Which client ids a user may use: `owner` (an id belongs to the first user that logged in with
+ * it), `exact` (id = user), `prefix` (the user, or the user and a separator: `sensor-1-x`),
+ * `none` (any id not held by another user's live session).
+ */
+export type ClientIdBinding = 'owner' | 'none' | 'exact' | 'prefix'
 
 export interface LimitsConfig {
   /** Open sockets across all listeners; one more is closed at once. */
@@ -57,6 +61,8 @@ export interface LimitsConfig {
   readonly maxQueuedBytes: number
   /** PUBLISH packets and payload bytes per second one client may send (token bucket, one second of burst). */
   readonly publishRate: { readonly messages: number; readonly bytes: number }
+  /** SUBSCRIBE + UNSUBSCRIBE packets and the filters they carry per second one client may send (the same). */
+  readonly subscribeRate: { readonly packets: number; readonly filters: number }
 }
 
 export interface ShutdownConfig {
@@ -108,7 +114,7 @@ export function parseAuthHardening (auth: Raw): AuthHardening {
       ttl: int(c, 'ttl', 'auth.credentialCache.ttl', 3600, 0, DAY),
       maxEntries: int(c, 'maxEntries', 'auth.credentialCache.maxEntries', 100_000, 1, 10_000_000)
     }),
-    clientIdBinding: oneOf<ClientIdBinding>(auth, 'clientIdBinding', 'auth.clientIdBinding', 'none', ['none', 'exact', 'prefix']),
+    clientIdBinding: oneOf<ClientIdBinding>(auth, 'clientIdBinding', 'auth.clientIdBinding', 'owner', ['owner', 'none', 'exact', 'prefix']),
     recheckInterval: int(auth, 'recheckInterval', 'auth.recheckInterval', 30, 0, DAY)
   })
 }
@@ -117,8 +123,9 @@ export function parseAuthHardening (auth: Raw): AuthHardening {
 export function parseLimits (value: unknown): LimitsConfig {
   const p = 'limits'
   const raw = object(value, p, ['maxConnections', 'maxConnectionsPerIp', 'tlsHandshakeTimeout', 'connectTimeout', 'maxKeepAlive',
-    'receiveMaximum', 'maxPacketSize', 'maxTopicLength', 'maxTopicLevels', 'maxSubscriptions', 'maxQueuedBytes', 'publishRate'])
+    'receiveMaximum', 'maxPacketSize', 'maxTopicLength', 'maxTopicLevels', 'maxSubscriptions', 'maxQueuedBytes', 'publishRate', 'subscribeRate'])
   const rate = object(raw.publishRate, `${p}.publishRate`, ['messages', 'bytes'])
+  const subRate = object(raw.subscribeRate, `${p}.subscribeRate`, ['packets', 'filters'])
   const maxPacketSize = int(raw, 'maxPacketSize', `${p}.maxPacketSize`, 65_536, 128, 268_435_455)
   return Object.freeze({
     maxConnections: int(raw, 'maxConnections', `${p}.maxConnections`, 10_000, 1, 1_000_000),
@@ -137,6 +144,11 @@ export function parseLimits (value: unknown): LimitsConfig {
       messages: int(rate, 'messages', `${p}.publishRate.messages`, 100, 1, 1_000_000),
       // A packet of the largest allowed size must fit in one second's bucket.
       bytes: int(rate, 'bytes', `${p}.publishRate.bytes`, 1_048_576, maxPacketSize, 1_073_741_824)
+    }),
+    subscribeRate: Object.freeze({
+      packets: int(subRate, 'packets', `${p}.subscribeRate.packets`, 50, 1, 1_000_000),
+      // A SUBSCRIBE with more filters than this is always over the rate.
+      filters: int(subRate, 'filters', `${p}.subscribeRate.filters`, 500, 1, 1_000_000)
     })
   })
 }

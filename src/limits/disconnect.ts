@@ -1,4 +1,5 @@
 import type { Client } from 'aedes'
+import mqttPacket from 'mqtt-packet'
 
 // MQTT 5 DISCONNECT reason codes sent by the limits.
 export const RC_MESSAGE_RATE_TOO_HIGH = 0x96
@@ -8,17 +9,26 @@ export const RC_QUOTA_EXCEEDED = 0x97
 export const DISCONNECT_GRACE_MS = 5000
 
 /**
- * Tells a v5 client why (3.1.1 has no server DISCONNECT: the socket just closes), then closes,
- * through aedes' own disconnect(). Client sockets never report backpressure here (queue.ts), so
- * aedes closes right after handing the DISCONNECT to the socket: fine for a publisher, which
- * reads what it is sent. `graceMs` bounds a close that does not complete. `done` runs once the
- * client is closed.
+ * Tells a v5 client why (3.1.1 has no server DISCONNECT: the socket just closes), then closes
+ * the socket after what was already written to it: the answers (SUBACK, PUBACK) to what the
+ * client sent before it went over a limit. aedes' own disconnect() destroys the socket, and a
+ * 3.1.1 client lost those answers. aedes drops the client when the socket closes; `graceMs`
+ * bounds a peer that does not read. `done` runs once the client is closed.
  */
 export function disconnectWithin (client: Client, reasonCode: number, graceMs: number, done: () => void = () => {}): void {
-  const timer = setTimeout(() => { client.conn.destroy() }, graceMs)
+  const conn = client.conn
+  if (conn.destroyed) {
+    client.close(done)
+    return
+  }
+  const timer = setTimeout(() => { conn.destroy() }, graceMs)
   timer.unref()
-  client.disconnect({ reasonCode }, () => {
+  conn.once('close', () => {
     clearTimeout(timer)
-    done()
+    client.close(done)
   })
+  if (client.version === 5 && client.connected && !conn.writableEnded) {
+    conn.write(mqttPacket.generate({ cmd: 'disconnect', reasonCode }, { protocolVersion: 5 }))
+  }
+  conn.end()
 }

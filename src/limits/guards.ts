@@ -1,23 +1,27 @@
 import { performance } from 'node:perf_hooks'
 import type { Socket } from 'node:net'
 import type { Aedes, AedesOptions, Client, ConnectPacket, PublishPacket } from 'aedes'
+import type { Packet } from 'mqtt-packet'
 import type { HookEvent } from '../auth/hooks.js'
 import type { LimitsConfig } from '../config/hardening.js'
 import type { Logger } from '../log.js'
-import type { Identity } from '../types.js'
+import { createLogGate } from '../log-gate.js'
+import type { Identity, LoginFailure } from '../types.js'
 import { DISCONNECT_GRACE_MS, disconnectWithin, RC_MESSAGE_RATE_TOO_HIGH } from './disconnect.js'
 import { createQueueGuard } from './queue.js'
-import { createPublishBucket, type PublishBucket } from './rate.js'
+import { createPublishBucket, createSubscribeBucket, type PublishBucket, type SubscribeBucket } from './rate.js'
 import type { LimitReporter } from './report.js'
 
 export interface GuardOptions {
   limits: LimitsConfig
   report: LimitReporter
-  /** For the login.failed line of a refused keepalive (other refusals are the hooks'). */
+  /** For the login.failed line of a refused keepalive when `loginFailed` is not given. */
   log: Logger
   onEvent?: (event: HookEvent) => void
   /** Who a logged-in client is (the auth hooks know), for the log lines. */
   identityOf?: (client: Client) => Identity | undefined
+  /** Counts and logs (gated) a refused login: the auth hooks' own, so one gate bounds every login.failed line. */
+  loginFailed?: (client: Client, reason: LoginFailure) => void
   /** Monotonic milliseconds; tests may replace it. */
   now?: () => number
 }
@@ -49,11 +53,16 @@ export function aedesLimitOptions (limits: LimitsConfig): Partial<AedesOptions> 
 }
 
 interface ConnectRefusal { returnCode: 2 | 5; limit: 'keepalive' | 'topic'; fields: Record<string, unknown>; msg: string }
+/** A client over a rate: disconnected (0x96) once what it sent before has been answered. */
+interface Kick { started: boolean; closed: boolean; waiting: Array<() => void> }
 interface RateState {
-  bucket: PublishBucket
+  publish?: PublishBucket
+  subscribe?: SubscribeBucket
   /** Publishes passed on to the auth hooks whose answer (and PUBACK) is still to come. */
   inflight: number
-  kicked?: { closed: boolean; waiting: Array<() => void>; disconnect?: () => void }
+  /** SUBSCRIBE / UNSUBSCRIBE packets handed to aedes whose SUBACK / UNSUBACK is still to come. */
+  subscribing: Set<Packet>
+  kicked?: Kick
 }
 interface ClientInternals { subscriptions?: Record<string, unknown> }
 interface LimitError extends Error { size?: number; maximumPacketSize?: number; receiveMaximum?: number }
@@ -82,6 +91,7 @@ export function createGuards (inner: Partial<AedesOptions>, opts: GuardOptions):
   const reserved = new WeakMap<Client, Set<string>>()
   // Clients we are disconnecting: nothing more is delivered to them after the DISCONNECT.
   const leaving = new WeakSet<Client>()
+  const loginLines = createLogGate()
   const queue = createQueueGuard(limits.maxQueuedBytes, (client, queuedBytes) => {
     report.hit('queue', client.id, 'warn', { ...who(client), queuedBytes, max: limits.maxQueuedBytes }, 'client disconnected: too many bytes waiting to be sent')
   })
@@ -89,6 +99,88 @@ export function createGuards (inner: Partial<AedesOptions>, opts: GuardOptions):
   const remoteOf = (client: Client): string => remotes.get(client.conn) ?? (client.conn as Partial<Socket>).remoteAddress ?? 'unknown'
   const who = (client: Client): Record<string, unknown> => ({ user: opts.identityOf?.(client)?.user, clientId: client.id, remote: remoteOf(client) })
   const topicTooBig = (t: { length: number; levels: number }): boolean => t.length > limits.maxTopicLength || t.levels > limits.maxTopicLevels
+  const loginFailed = opts.loginFailed ?? ((client: Client, reason: LoginFailure): void => {
+    emit({ type: 'login.failed', reason })
+    const remote = remoteOf(client)
+    const open = loginLines.pass(`${reason}\u0000${remote}`)
+    if (open !== undefined) opts.log.warn({ event: 'login.failed', reason, clientId: client.id, remote, ...(open.suppressed > 0 ? { suppressed: open.suppressed } : {}) }, 'login refused')
+  })
+
+  function stateOf (client: Client): RateState {
+    let state = rates.get(client)
+    if (state === undefined) rates.set(client, state = { inflight: 0, subscribing: new Set() })
+    return state
+  }
+
+  /**
+   * Over a rate: DISCONNECT 0x96 once the packets already passed on have been answered (their
+   * PUBACK / SUBACK are written with the answer), and only then does aedes hear of the publish
+   * that tripped it, so nothing follows the DISCONNECT [MQTT-3.14.4-1]. A packet that is never
+   * answered holds it for DISCONNECT_GRACE_MS at most.
+   */
+  function kick (client: Client, state: RateState, waiting: Array<() => void> = []): void {
+    const kicked: Kick = { started: false, closed: false, waiting }
+    state.kicked = kicked
+    const timer = setTimeout(() => { leave(client, kicked) }, DISCONNECT_GRACE_MS)
+    timer.unref()
+    client.conn.once('close', () => { clearTimeout(timer) })
+    // Tripped before the CONNACK (packets sent right behind the CONNECT): 0x96 follows it.
+    if (!client.connected && !client.closed) client.once('connected', () => { leaveIfIdle(client, state) })
+    else leaveIfIdle(client, state)
+  }
+
+  function leaveIfIdle (client: Client, state: RateState): void {
+    const kicked = state.kicked
+    if (kicked === undefined || state.inflight > 0 || state.subscribing.size > 0) return
+    if (client.connected || client.closed) leave(client, kicked)
+  }
+
+  function leave (client: Client, kicked: Kick): void {
+    if (kicked.started) return
+    kicked.started = true
+    leaving.add(client)
+    disconnectWithin(client, RC_MESSAGE_RATE_TOO_HIGH, DISCONNECT_GRACE_MS, () => {
+      kicked.closed = true
+      for (const w of kicked.waiting.splice(0)) w()
+    })
+  }
+
+  /**
+   * Every packet after the CONNECT, as read: SUBSCRIBE and UNSUBSCRIBE are counted against
+   * limits.subscribeRate (packets and filters); the one over it is not handled, nor is anything
+   * the client sends after it.
+   */
+  function admit (client: Client, packet: Packet): boolean {
+    if (rates.get(client)?.kicked !== undefined) return false
+    if (packet.cmd !== 'subscribe' && packet.cmd !== 'unsubscribe') return true
+    const state = stateOf(client)
+    const filters = packet.cmd === 'subscribe' ? packet.subscriptions.length : (packet.unsubscriptions?.length ?? 0)
+    const t = now()
+    state.subscribe ??= createSubscribeBucket(limits.subscribeRate, t)
+    const over = state.subscribe.take(filters, t)
+    if (over === undefined) {
+      state.subscribing.add(packet)
+      return true
+    }
+    const identified = opts.identityOf?.(client) !== undefined
+    report.hit('subscribe_rate', identified ? client.id : remoteOf(client), 'warn', { ...who(client), kind: over, max: limits.subscribeRate[over] },
+      'client disconnected: subscribe rate exceeded')
+    kick(client, state)
+    return false
+  }
+
+  /** A SUBSCRIBE / UNSUBSCRIBE answered: aedes emits its filters (the packet's own array) right after the SUBACK / UNSUBACK. */
+  function answered (client: Client, filters: unknown): void {
+    const state = rates.get(client)
+    if (state === undefined) return
+    for (const p of state.subscribing) {
+      if ((p.cmd === 'subscribe' && p.subscriptions === filters) || (p.cmd === 'unsubscribe' && p.unsubscriptions === filters)) {
+        state.subscribing.delete(p)
+        leaveIfIdle(client, state)
+        return
+      }
+    }
+  }
 
   const preConnect: AedesOptions['preConnect'] = (client, packet: ConnectPacket, done) => {
     const max = limits.maxKeepAlive
@@ -119,31 +211,13 @@ export function createGuards (inner: Partial<AedesOptions>, opts: GuardOptions):
     const remote = remoteOf(client)
     // Refused before any credential work: no password hashing, no lockout count.
     report.hit(refusal.limit, remote, 'warn', refusal.limit === 'keepalive' ? { clientId: client.id, remote, ...refusal.fields } : { user: undefined, clientId: client.id, remote, ...refusal.fields }, refusal.msg)
-    if (refusal.limit === 'keepalive') {
-      emit({ type: 'login.failed', reason: 'keepalive_rejected' })
-      opts.log.warn({ event: 'login.failed', reason: 'keepalive_rejected', clientId: client.id, remote }, 'login refused')
-    }
+    if (refusal.limit === 'keepalive') loginFailed(client, 'keepalive_rejected')
     done(authError(refusal.returnCode, refusal.msg), false)
   }
 
-  /**
-   * Over the rate: DISCONNECT 0x96 once the publishes already passed on have been answered
-   * (their PUBACKs are written with the answer), and only then does aedes hear the error, so
-   * nothing follows the DISCONNECT [MQTT-3.14.4-1].
-   */
   function refuseRate (client: Client, state: RateState, kind: 'messages' | 'bytes', done: (err: Error) => void): void {
     report.hit('publish_rate', client.id, 'warn', { ...who(client), kind, max: limits.publishRate[kind] }, 'client disconnected: publish rate exceeded')
-    const kicked: NonNullable<RateState['kicked']> = { closed: false, waiting: [() => done(new Error('publish rate exceeded'))] }
-    state.kicked = kicked
-    kicked.disconnect = () => {
-      kicked.disconnect = undefined
-      leaving.add(client)
-      disconnectWithin(client, RC_MESSAGE_RATE_TOO_HIGH, DISCONNECT_GRACE_MS, () => {
-        kicked.closed = true
-        for (const w of kicked.waiting.splice(0)) w()
-      })
-    }
-    if (state.inflight === 0) kicked.disconnect()
+    kick(client, state, [() => done(new Error('publish rate exceeded'))])
   }
 
   const authorizePublish: AedesOptions['authorizePublish'] = (client, packet: PublishPacket, done) => {
@@ -154,8 +228,7 @@ export function createGuards (inner: Partial<AedesOptions>, opts: GuardOptions):
       else inner.authorizePublish(client, packet, done)
       return
     }
-    let state = rates.get(client)
-    if (state === undefined) rates.set(client, state = { bucket: createPublishBucket(limits.publishRate, now()), inflight: 0 })
+    const state = stateOf(client)
     if (state.kicked !== undefined) {
       // The rest of a burst that was already read: refused like the one that tripped the rate.
       const fail = (): void => done(new Error('publish rate exceeded'))
@@ -164,7 +237,8 @@ export function createGuards (inner: Partial<AedesOptions>, opts: GuardOptions):
       return
     }
     const payload = packet.payload
-    const over = state.bucket.take(typeof payload === 'string' ? Buffer.byteLength(payload) : payload.length, now())
+    state.publish ??= createPublishBucket(limits.publishRate, now())
+    const over = state.publish.take(typeof payload === 'string' ? Buffer.byteLength(payload) : payload.length, now())
     if (over !== undefined) {
       refuseRate(client, state, over, done)
       return
@@ -185,7 +259,7 @@ export function createGuards (inner: Partial<AedesOptions>, opts: GuardOptions):
     inner.authorizePublish(client, packet, (err) => {
       // aedes writes this publish's PUBACK inside done: before a pending DISCONNECT.
       done(err)
-      if (--counted.inflight === 0) counted.kicked?.disconnect?.()
+      if (--counted.inflight === 0) leaveIfIdle(client, counted)
     })
   }
 
@@ -247,10 +321,13 @@ export function createGuards (inner: Partial<AedesOptions>, opts: GuardOptions):
     }
     broker.on('clientError', onError)
     broker.on('connectionError', onError)
+    broker.on('subscribe', (subscriptions, client) => { answered(client, subscriptions) })
+    broker.on('unsubscribe', (unsubscriptions, client) => { answered(client, unsubscriptions) })
   }
 
   return {
-    options: { ...inner, ...aedesLimitOptions(limits), preConnect, authenticate, authorizePublish, authorizeSubscribe, authorizeForward },
+    // screenPacket: every packet, in order, before aedes handles it (patches/aedes/0012).
+    options: { ...inner, ...aedesLimitOptions(limits), preConnect, screenPacket: admit, authenticate, authorizePublish, authorizeSubscribe, authorizeForward } as Partial<AedesOptions>,
     attach,
     accept (socket) {
       // Read now: a socket aedes destroys (CONNECT timeout) no longer knows its peer.

@@ -144,6 +144,46 @@ t.test('a QoS 1 burst over the rate: PUBACKs for the allowed ones, then DISCONNE
   t.ok(acks.every((a) => (a.reasonCode ?? 0) === 0), 'with success')
 })
 
+t.test('3.1.1 over publishRate: the PUBACKs of the allowed QoS 1 messages arrive before the connection closes', async (t) => {
+  const h = await startHarness({ limits: { publishRate: { messages: 5 } }, auth: noReplay })
+  t.teardown(() => h.close())
+  await h.addUser('alice')
+  const raw = await rawClient(h, { protocolVersion: 4, clientId: 'old-burst', username: `alice|${h.code('alice')}`, password: Buffer.from(PASSWORD) })
+  t.equal((await raw.next('connack') as any)?.returnCode, 0)
+  for (let i = 1; i <= 10; i++) raw.send({ cmd: 'publish', topic: 'metrics/alice/Temperatura', payload: Buffer.from(String(i)), qos: 1, messageId: i, retain: false, dup: false })
+  t.ok(await raw.closed(10_000), 'closed')
+  t.same(raw.packets.map((p) => p.cmd), ['connack', 'puback', 'puback', 'puback', 'puback', 'puback'], 'the five allowed are acknowledged first')
+})
+
+t.test('over subscribeRate: DISCONNECT 0x96 (3.1.1: closed), the SUBSCRIBE over it is not answered; a client under the rate is unaffected', async (t) => {
+  const h = await startHarness({ limits: { subscribeRate: { packets: 3, filters: 10 } }, auth: noReplay, monitoring: { enabled: true, port: 0 } })
+  t.teardown(() => h.close())
+  await h.addUser('alice')
+  const calm = await h.connect('alice', { clientId: 'calm' })
+  const flood = await h.connect('alice', { clientId: 'flood' })
+  const out = kicked(flood)
+  for (let i = 0; i < 10; i++) flood.subscribe(`metrics/alice/f${i}`, { qos: 0 })
+  // Two SUBSCRIBEs a second: under the rate.
+  for (const leaf of ['Temperatura', 'Humedad', 'Estado', '+', '#']) {
+    t.equal(await subackCode(calm, `metrics/alice/${leaf}`), 1, `calm: ${leaf} granted`)
+    await new Promise((resolve) => setTimeout(resolve, 500))
+  }
+  t.equal(await out, 0x96, 'the flooding client is told 0x96')
+  t.equal(calm.connected, true, 'the calm one stays')
+  const held = Object.keys((h.bastion.broker as any).clients.calm?.subscriptions ?? {}).length
+  t.equal(held, 5, 'and holds its five filters')
+  t.match(events(h, 'limit.subscribe_rate'), [{ level: 40, user: 'alice', clientId: 'flood', remote: '127.0.0.1', kind: 'packets', max: 3 }])
+  const m = h.bastion.monitoring
+  const metrics = await (await fetch(`http://${m?.host ?? ''}:${m?.port ?? 0}/metrics`)).text()
+  t.match(metrics, /bastion_limit_hits_total\{limit="subscribe_rate"\} 1\b/)
+
+  const raw = await rawClient(h, { protocolVersion: 4, clientId: 'old-flood', username: `alice|${h.code('alice')}`, password: Buffer.from(PASSWORD) })
+  t.equal((await raw.next('connack') as any)?.returnCode, 0)
+  for (let i = 1; i <= 6; i++) raw.send({ cmd: 'subscribe', messageId: i, subscriptions: [{ topic: `metrics/alice/x${i}`, qos: 0 }] })
+  t.ok(await raw.closed(10_000), '3.1.1: closed')
+  t.same(raw.packets.map((p) => p.cmd), ['connack', 'suback', 'suback', 'suback'], 'the three within the rate are answered first, the fourth never')
+})
+
 t.test('a subscriber that stops reading is disconnected (0x97) past maxQueuedBytes and does not stall delivery to others', async (t) => {
   const h = await startHarness({ limits: { maxQueuedBytes: 65536, publishRate: { messages: 1_000_000, bytes: 1_073_741_824 } }, auth: noReplay })
   t.teardown(() => h.close())

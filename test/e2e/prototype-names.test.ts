@@ -83,6 +83,7 @@ function writeConfig (file: string, permissive: boolean): string {
       maxConnectionsPerIp: 0,
       // Only the names are under test here: no other limit may refuse a packet.
       publishRate: { messages: 100_000, bytes: 100_000_000 },
+      subscribeRate: { packets: 100_000, filters: 1_000_000 },
       // The permissive broker checks that prototype-named filters still count against this.
       maxSubscriptions: permissive ? PERMISSIVE_MAX_SUBS : 10_000
     },
