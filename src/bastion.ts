@@ -6,6 +6,7 @@ import type { Socket } from 'node:net'
 import { createHooks } from './auth/hooks.js'
 import type { Authenticator } from './auth/authenticator.js'
 import { createGoAuthClient, createHttpAuthenticator, type GoAuthClient } from './auth/http-backend.js'
+import { createMemoryClientIds } from './auth/client-ids.js'
 import { createCredentialCache } from './auth/credential-cache.js'
 import { createReputation } from './auth/reputation.js'
 import { createStoreAuthenticator } from './auth/login.js'
@@ -209,6 +210,8 @@ export async function createBastion (config: BastionConfig, opts: BastionOptions
     sessions,
     policy,
     clientIdPrefixes: config.auth.clientIdPrefixes,
+    // Kept in the SQLite store (shared with the CLI, survives restarts), else in memory.
+    ...(config.auth.clientIdBinding === 'owner' ? { clientIdOwners: store?.clientIds ?? createMemoryClientIds() } : {}),
     certificateIdentity,
     log: log.child({ module: 'auth' }),
     maxSessionExpiry: config.sessions.maxExpiry,

@@ -49,8 +49,10 @@ export type LoginFailure =
   | 'server_busy'
   /** The client id is in use by a session of another user. */
   | 'clientid_taken'
-  /** The client id does not name its user (auth.clientIdBinding). */
+  /** The client id does not name its user (auth.clientIdBinding exact or prefix). */
   | 'clientid_binding'
+  /** The client id belongs to another user (auth.clientIdBinding owner). */
+  | 'clientid_owned'
   /** A 3.1.1 keepalive of 0 or above limits.maxKeepAlive. */
   | 'keepalive_rejected'
 

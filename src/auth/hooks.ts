@@ -4,13 +4,15 @@ import type { Aedes, AedesOptions, Client, ConnectPacket, PublishPacket } from '
 import mqttPacket from 'mqtt-packet'
 import type { AclPolicy } from '../acl/policy.js'
 import { BastionError } from '../errors.js'
-import { createLogGate } from '../log-gate.js'
+import { createLogGate, type LogGate, type LogGateOptions } from '../log-gate.js'
 import type { CertificateIdentity } from '../config/schema.js'
 import type { Logger } from '../log.js'
 import type { Action, Decision, Identity, LoginFailure } from '../types.js'
+import type { ClientIdOwners } from '../stores/store.js'
 import type { Authenticator, LoginResult } from './authenticator.js'
 import { certCommonName, certificateLogin } from './certificate-identity.js'
 import { createSessionRegistry, type SessionRegistry } from './sessions.js'
+import { ipKey } from './lockout.js'
 import { isBackendFault } from './login.js'
 
 export interface HookOptions {
@@ -18,6 +20,8 @@ export interface HookOptions {
   policy: AclPolicy
   /** Client ids must start with one of these; empty: any (Mosquitto's clientid_prefixes). */
   clientIdPrefixes: readonly string[]
+  /** auth.clientIdBinding owner: who each client id belongs to; absent: ids are not owned. */
+  clientIdOwners?: ClientIdOwners
   /** How the listener a socket arrived on turns its client certificate into a user. */
   certificateIdentity: (socket: unknown) => CertificateIdentity
   log: Logger
@@ -29,6 +33,8 @@ export interface HookOptions {
   onEvent?: (event: HookEvent) => void
   /** Who holds which client id (takeover, auth.clientIdBinding, revocation); default: a registry without re-checks. */
   sessions?: SessionRegistry
+  /** Window (default a minute) and clock of the gated log lines; tests may replace them. */
+  logGate?: Pick<LogGateOptions, 'windowMs' | 'now'>
 }
 
 /**
@@ -56,10 +62,24 @@ const RC_SERVER_UNAVAILABLE = 3 // [0x88]
 const RC_BAD_CREDENTIALS = 4 // [0x86]
 const RC_NOT_AUTHORIZED = 5 // [0x87]
 
+// Refused without looking at credentials, as fast as a client reconnects; their cause
+// (auth.lockout, a full login queue) is logged on its own.
 const QUIET_REASONS: ReadonlySet<LoginFailure> = new Set(['locked_out', 'server_busy'])
 
-// Distinct topics per client whose refused delivery is logged at warn; the rest go to debug.
-const READ_DENIALS_LOGGED = 100
+/**
+ * login.failed lines of one reason an address writes per minute before they are gated. At least
+ * the fail2ban jails' maxretry (scripts/fail2ban/jail.d): an address that goes on guessing
+ * still gets banned, however fast it guesses.
+ */
+export const LOGIN_FAILURES_LOGGED = 20
+
+// Keys one account (its client ids) or one address (the accounts it claims) holds in the gate;
+// past it they share one line, so nobody fills the gate and pushes the others' lines out.
+const KEYS_PER_GROUP = 16
+
+const accountGroup = (user: string): string => `u\u0000${user}`
+const addressGroup = (remote: string): string => `a\u0000${ipKey(remote)}`
+const suppressedField = (open: { suppressed: number }): { suppressed?: number } => open.suppressed > 0 ? { suppressed: open.suppressed } : {}
 
 /** What a CONNECT carried that the authenticate hook needs but aedes does not pass to it. */
 interface PendingConnect { will?: ConnectPacket['will']; expiryClamped: boolean }
@@ -105,31 +125,56 @@ function remoteOf (client: Client): string {
 
 /**
  * The one adapter between aedes and our decisions: login results and ACL decisions become
- * CONNACK / SUBACK / PUBACK codes here, and every refusal is logged here, once.
+ * CONNACK / SUBACK / PUBACK codes here, and every refusal is counted and logged here, once; a
+ * refusal a client can repeat at will, once per key and minute (the rest counted in `suppressed`).
  */
-export function createHooks (opts: HookOptions): { options: Partial<AedesOptions>; attach: (broker: Aedes) => void; identityOf: (c: Client) => Identity | undefined } {
+export function createHooks (opts: HookOptions): {
+  options: Partial<AedesOptions>
+  attach: (broker: Aedes) => void
+  identityOf: (c: Client) => Identity | undefined
+  /** Counts and logs (gated) a refused login; for refusals made outside these hooks (the limits'). */
+  loginFailed: (client: Client, reason: LoginFailure, user?: string) => void
+} {
   const { log, policy } = opts
   const emit = opts.onEvent ?? (() => {})
   const identities = new WeakMap<Client, Identity>()
   const pending = new WeakMap<Client, PendingConnect>()
-  const readDenials = new WeakMap<Client, Set<string>>()
-  const repeats = createLogGate()
   const sessions = opts.sessions ?? createSessionRegistry({ log })
+  // Every line a client can make us write at will goes through these: once per key and minute,
+  // with the count of those left out; the metrics (onEvent) count every one.
+  const lines: LogGate = createLogGate({ ...opts.logGate, maxKeysPerGroup: KEYS_PER_GROUP })
+  const loginAllowance: LogGate = createLogGate({ ...opts.logGate, burst: LOGIN_FAILURES_LOGGED })
 
   function denied (client: Client, identity: Identity | undefined, action: Action | 'will', topic: string, reason: string): void {
     emit({ type: 'acl.denied', action })
-    log.warn({ event: 'acl.denied', user: identity?.user, clientId: client.id, remote: remoteOf(client), action, topic, reason }, 'ACL denied')
+    const remote = remoteOf(client)
+    // A client repeats a refused SUBSCRIBE or PUBLISH as fast as it can send it: one line per
+    // client and action, with its first topic.
+    const group = identity === undefined ? addressGroup(remote) : accountGroup(identity.user)
+    const open = lines.pass(`acl.denied\u0000${action}\u0000${group}\u0000${client.id}`, group)
+    if (open === undefined) return
+    log.warn({ event: 'acl.denied', user: identity?.user, clientId: client.id, remote, action, topic, reason, ...suppressedField(open) }, 'ACL denied')
   }
 
   function loginFailed (client: Client, reason: LoginFailure, user: string | undefined): void {
     emit({ type: 'login.failed', reason })
     const remote = remoteOf(client)
-    // Refusals made without looking at credentials repeat as fast as an attacker reconnects;
-    // their cause (auth.lockout, a full queue) is logged on its own: one line per address, account
-    // and minute (the metrics count every one).
-    const open = QUIET_REASONS.has(reason) ? repeats.pass(`${reason}\u0000${remote}\u0000${user ?? ''}`) : { suppressed: 0 }
+    const address = addressGroup(remote)
+    // The first lines of each reason from an address pass as they are (fail2ban counts them);
+    // past those, one line per address, reason and claimed account. The accounts are the
+    // client's choice: one address holds at most KEYS_PER_GROUP of them, then they share one.
+    const open = !QUIET_REASONS.has(reason) && loginAllowance.pass(`${reason}\u0000${address}`) !== undefined
+      ? { suppressed: 0 }
+      : lines.pass(`login.failed\u0000${reason}\u0000${address}\u0000${user ?? ''}`, address)
     if (open === undefined) return
-    log.warn({ event: 'login.failed', reason, user, clientId: client.id, remote, ...(open.suppressed > 0 ? { suppressed: open.suppressed } : {}) }, 'login refused')
+    log.warn({ event: 'login.failed', reason, user, clientId: client.id, remote, ...suppressedField(open) }, 'login refused')
+  }
+
+  /** A debug line a client can cause at will (its errors, its own packet size): once per key and minute. */
+  function debugGated (event: string, group: string, key: string, fields: Record<string, unknown>, msg: string): void {
+    if (!log.isLevelEnabled('debug')) return
+    const open = lines.pass(`${event}\u0000${group}\u0000${key}`, group)
+    if (open !== undefined) log.debug({ event, ...fields, ...suppressedField(open) }, msg)
   }
 
   const preConnect: AedesOptions['preConnect'] = (client, packet, done) => {
@@ -205,6 +250,14 @@ export function createHooks (opts: HookOptions): { options: Partial<AedesOptions
           return done(authError(RC_NOT_AUTHORIZED, 'will topic not authorized'), false)
         }
       }
+      // An id the server assigned (an empty CONNECT client id) is nobody's to squat.
+      if (opts.clientIdOwners !== undefined && (client as unknown as { _assignedClientId?: string })._assignedClientId === undefined) {
+        const owner = await opts.clientIdOwners.bind(client.id, identity.user)
+        if (owner.toLowerCase() !== identity.user.toLowerCase()) {
+          loginFailed(client, 'clientid_owned', result.user)
+          return done(authError(RC_IDENTIFIER_REJECTED, 'client identifier not valid'), false)
+        }
+      }
       // After the last await: of two logins racing for one id, the first to get here holds it.
       const refusal = sessions.admit(client, { user: identity.user, remote: identity.remoteAddress, ...(result.fingerprint === undefined ? {} : { fingerprint: result.fingerprint }) })
       if (refusal !== undefined) {
@@ -278,16 +331,8 @@ export function createHooks (opts: HookOptions): { options: Partial<AedesOptions
     }
     if (!d.allow) {
       // Policies that grant broad subscriptions and filter at delivery (Mosquitto's acl_file)
-      // would log one warning per message per subscriber: warn once per client and topic.
-      let seen = readDenials.get(client)
-      if (seen === undefined) readDenials.set(client, seen = new Set())
-      if (seen.has(packet.topic) || seen.size >= READ_DENIALS_LOGGED) {
-        emit({ type: 'acl.denied', action: 'read' })
-        log.debug({ event: 'acl.denied', user: identity.user, clientId: client.id, action: 'read', topic: packet.topic, reason: d.reason, repeated: true }, 'ACL denied')
-      } else {
-        seen.add(packet.topic)
-        denied(client, identity, 'read', packet.topic, d.reason)
-      }
+      // refuse one delivery per message per subscriber: gated like every denial.
+      denied(client, identity, 'read', packet.topic, d.reason)
       return null
     }
     // The last check before aedes writes the PUBLISH to the subscriber's socket.
@@ -312,22 +357,28 @@ export function createHooks (opts: HookOptions): { options: Partial<AedesOptions
         else log.info({ event: 'will.published', user: identity.user, clientId: client.id, topic, source: 'server' }, 'server will published')
       })
     })
+    // Malformed packets cost the client only a reconnect: one line per address and minute.
     broker.on('clientError', (client, err) => {
-      log.debug({ event: 'client.error', clientId: client.id, remote: remoteOf(client), err: err.message }, 'client error')
+      const remote = remoteOf(client)
+      debugGated('client.error', addressGroup(remote), '', { clientId: client.id, remote, err: err.message }, 'client error')
     })
     broker.on('connectionError', (client, err) => {
-      log.debug({ event: 'connection.error', remote: remoteOf(client), err: err.message }, 'connection error')
+      const remote = remoteOf(client)
+      debugGated('connection.error', addressGroup(remote), '', { remote, err: err.message }, 'connection error')
     })
     // [MQTT-3.1.2-25] a delivery larger than the Maximum Packet Size the client asked for is
     // dropped by aedes (patches/aedes/0005); the client chose that, so debug only.
     ;(broker as unknown as EventEmitter).on('packetTooLargeForClient', (client: Client, packet: PublishPacket) => {
-      log.debug({ event: 'delivery.too_large', clientId: client.id, topic: packet.topic, max: client.maximumPacketSize }, 'delivery dropped: larger than the client\'s Maximum Packet Size')
+      const user = identities.get(client)?.user
+      debugGated('delivery.too_large', user === undefined ? addressGroup(remoteOf(client)) : accountGroup(user), client.id,
+        { clientId: client.id, topic: packet.topic, max: client.maximumPacketSize }, 'delivery dropped: larger than the client\'s Maximum Packet Size')
     })
   }
 
   return {
     options: { preConnect, authenticate, authorizePublish, authorizeSubscribe, authorizeForward },
     attach,
-    identityOf: (c) => identities.get(c)
+    identityOf: (c) => identities.get(c),
+    loginFailed
   }
 }

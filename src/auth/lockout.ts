@@ -71,6 +71,7 @@ const COUNTS: Record<LoginFailure, boolean> = {
   server_busy: false,
   clientid_taken: false,
   clientid_binding: false,
+  clientid_owned: false,
   keepalive_rejected: false
 }
 

@@ -3,6 +3,7 @@ import { readFileSync } from 'node:fs'
 import { isBastionError } from '../errors.js'
 import { UsageError } from './args.js'
 import { certsCommand } from './certs.js'
+import { clientIdCommand } from './clientid.js'
 import { configCommand } from './config.js'
 import { dbCommand } from './db.js'
 import { startCommand } from './start.js'
@@ -19,6 +20,7 @@ Commands:
   certs revoke NAME --out DIR           revoke a client certificate (writes the CRL)
   user add|list|disable|enable|remove|passwd|rotate-totp|otp|import|export ...
                                         manage users
+  clientid list|release ...             client ids bound to their users (auth.clientIdBinding owner)
   config check [--config FILE]          validate a configuration
   db check|migrate [--config FILE]      inspect / extend a MySQL users table
   device publish|subscribe ...          the device client: readings (cron), subscribe
@@ -51,6 +53,7 @@ async function main (argv: string[]): Promise<void> {
     case 'start': return await startCommand(rest, out)
     case 'certs': return await certsCommand(rest, out)
     case 'user': return await userCommand(rest, out)
+    case 'clientid': return await clientIdCommand(rest, out)
     case 'config': return await configCommand(rest, out)
     case 'db': return await dbCommand(rest, out)
     case 'device': return await (await import('./device.js')).deviceCommand(rest, out)

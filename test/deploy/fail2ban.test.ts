@@ -24,7 +24,7 @@ const read = (p: string): string => readFileSync(join(ROOT, p), 'utf8')
 const COUNTED = ['anonymous', 'malformed_username', 'invalid_username', 'missing_password', 'unknown_user', 'disabled_user',
   'bad_password', 'bad_otp', 'replayed_otp', 'backend_denied', 'totp_not_configured', 'no_certificate', 'certificate_mismatch']
 const NOT_COUNTED = ['backend_unavailable', 'server_busy', 'locked_out', 'will_denied', 'clientid_rejected', 'clientid_taken',
-  'clientid_binding', 'keepalive_rejected']
+  'clientid_binding', 'clientid_owned', 'keepalive_rejected']
 
 type Event = Record<string, any>
 const normalize = (remote: string): string => remote.replace(/^::ffff:(?=\d)/i, '').replace(/%.*$/, '')
@@ -96,7 +96,7 @@ if (!haveFail2ban) {
       '  - { type: tls, host: "::1", port: 0, cert: certs/server.crt, key: certs/server.key }',
       'auth:',
       '  store: { type: file, path: data/users.json }',
-      '  lockout: { window: 900, maxFailuresPerUser: 3, maxFailuresPerIp: 5, duration: 1, maxDuration: 1 }',
+      '  lockout: { window: 900, maxFailuresPerUser: 3, maxFailuresPerIp: 6, duration: 1, maxDuration: 1 }',
       ''
     ].join('\n'))
     const secrets: Record<string, string> = {}
@@ -119,7 +119,9 @@ if (!haveFail2ban) {
       const c = mqtt.connect({ host, port: host === '::1' ? v6 : v4, protocol: 'mqtts', ca, servername: 'localhost', reconnectPeriod: 0, connectTimeout: 10000, protocolVersion: 5, ...o })
       const timer = setTimeout(() => { c.end(true); reject(new Error('no CONNACK within 10 s')) }, 10000)
       c.on('connect', () => { clearTimeout(timer); c.end(true); resolve(0) })
-      c.on('error', (err: any) => { clearTimeout(timer); c.end(true); resolve(err.code as number) })
+      c.on('error', (err: any) => { clearTimeout(timer); c.end(true); resolve(typeof err.code === 'number' ? err.code : -1) })
+      // A locked-out address is closed before its TLS handshake: no CONNACK at all.
+      c.on('close', () => { clearTimeout(timer); c.end(true); resolve(-1) })
     })
     const code = (u: string, steps = 0): string => currentCode(secrets[u] as string, Date.now() + steps * 30_000)
     const injected = {
@@ -138,11 +140,14 @@ if (!haveFail2ban) {
     t.equal(await attempt('127.0.0.1', { username: `bob|${code('bob')}`, password: 'wrong-password', clientId: injected.line }), 0x86, 'bad_password, with an injected line')
     t.equal(await attempt('127.0.0.1', { username: 'mallory|123456', password: 'whatever', clientId: injected.separators }), 0x86, 'unknown_user, with separators')
     t.equal(await attempt('::1', { username: `bob|${code('bob', 5)}`, password: 'bob-password', clientId: 'bob-otp' }), 0x86, 'bad_otp over IPv6')
-    t.equal(await attempt('::1', { username: `bob|${code('bob')}`, password: 'wrong-password', clientId: 'bob-pw' }), 0x86, 'bad_password: bob is locked out')
+    // A wrong code proves nothing about bob (counted from ::1 only); wrong passwords behind a
+    // valid code count against bob everywhere.
+    t.equal(await attempt('::1', { username: `bob|${code('bob')}`, password: 'wrong-password', clientId: 'bob-pw' }), 0x86, 'bad_password over IPv6')
+    t.equal(await attempt('::1', { username: `bob|${code('bob')}`, password: 'wrong-password', clientId: 'bob-pw2' }), 0x86, 'bad_password: bob is locked out')
     t.equal(await attempt('127.0.0.1', { username: `bob|${code('bob')}`, password: 'bob-password', clientId: injected.lockout }), 0x86, 'locked_out, with an injected lockout')
     for (const u of ['u1', 'u2']) t.equal(await attempt('::1', { username: `${u}|123456`, password: 'whatever', clientId: u }), 0x86, `unknown_user ${u}`)
     t.equal(await attempt('::1', { clientId: 'anon' }), 0x87, 'anonymous: ::1 is locked out')
-    t.equal(await attempt('::1', { username: 'u3|123456', password: 'whatever', clientId: 'u3' }), 0x86, 'locked_out')
+    t.equal(await attempt('::1', { username: 'u3|123456', password: 'whatever', clientId: 'u3' }), -1, 'closed before TLS: ::1 is locked out')
 
     await logged((es) => es.filter((e) => e.event === 'auth.lockout_ended').length >= 2, 'the end of both lockouts')
     broker.kill('SIGTERM')
@@ -163,8 +168,8 @@ if (!haveFail2ban) {
     const got = await extracted(logFile)
     const want = expectedBans(es)
     t.same(got.map(([ip]) => ip), want, 'the addresses, in log order')
-    t.same(want, ['127.0.0.1', '127.0.0.1', '127.0.0.1', '::1', '::1', '::1', '::1', '::1', '::1', '::1'],
-      'replayed_otp, bad_password, unknown_user from 127.0.0.1; bad_otp, bad_password + lockout of bob, 2 × unknown_user, anonymous + lockout of ::1 from ::1')
+    t.same(want, ['127.0.0.1', '127.0.0.1', '127.0.0.1', '::1', '::1', '::1', '::1', '::1', '::1', '::1', '::1'],
+      'replayed_otp, bad_password, unknown_user from 127.0.0.1; bad_otp, 2 × bad_password + lockout of bob, 2 × unknown_user, anonymous + lockout of ::1 from ::1')
     t.notOk(got.some(([ip]) => ip.startsWith('6.6.6.')), 'no address from inside a clientId')
     const times = es.filter((e) => (e.event === 'login.failed' && COUNTED.includes(e.reason)) || e.event === 'auth.lockout').map((e) => Date.parse(e.time) / 1000)
     got.forEach(([, time], i) => t.ok(Math.abs(time - (times[i] as number)) < 1, `line ${i + 1}: fail2ban's time is the event's "time"`))
@@ -271,7 +276,7 @@ if (!haveFail2ban) {
       await new Promise((resolve) => setTimeout(resolve, 100))
       list = await banned()
     }
-    t.same(list, ['::1'], 'banned: ::1 (7 failures), not 127.0.0.1 (3)')
+    t.same(list, ['::1'], 'banned: ::1 (8 failures), not 127.0.0.1 (3)')
     // The ban list is updated before the action has written its line: wait for it (bounded).
     const told = (): string[] => existsSync(bans) ? readFileSync(bans, 'utf8').split('\n').filter((l) => l.startsWith('+')) : []
     for (let i = 0; i < 50 && told().length === 0; i++) await new Promise((resolve) => setTimeout(resolve, 100))

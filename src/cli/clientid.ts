@@ -1,0 +1,60 @@
+import { loadConfig } from '../config/load.js'
+import { BastionError } from '../errors.js'
+import { createStore } from '../bastion.js'
+import { createLogger } from '../log.js'
+import { expectPositionals, parse, stringFlag, UsageError } from './args.js'
+
+export const CLIENTID_HELP = `Usage:
+  mqtt-bastion clientid list [USER] [--json] [--config FILE]
+  mqtt-bastion clientid release CLIENT_ID [--config FILE]
+
+With auth.clientIdBinding: owner (the default), a client id belongs to the first user that
+logged in with it: another user's CONNECT with it gets CONNACK 0x85 (3.1.1: code 2). Each
+user keeps its 32 most recently used ids; older ones are released on their own.
+
+  list      The bound ids (of USER), most recently used first.
+  release   Frees CLIENT_ID for the next user that logs in with it (a device that changed
+            hands). A running broker sees the change at that device's next login.
+
+Bindings live in the SQLite user store. With other stores (mysql, file, mosquitto-passwd,
+http) the broker keeps them in memory: this command cannot reach them, and a restart
+releases them all.
+  --config FILE Config file (default: env BASTION_CONFIG, else built-in defaults).
+`
+
+/** Client ids are the client's choice: one with spaces or control characters is printed quoted and escaped. */
+function printable (id: string): string {
+  if (/^[\x21-\x7e]+$/.test(id)) return id
+  return '"' + id.replace(/[^\x20-\x7e]|["\\]/g, (c) => c === '"' || c === '\\' ? `\\${c}` : `\\u{${(c.codePointAt(0) as number).toString(16)}}`) + '"'
+}
+
+export async function clientIdCommand (argv: string[], out: (s: string) => void): Promise<void> {
+  const [sub, ...rest] = argv
+  if (sub === undefined || sub === '--help' || sub === '-h') { out(CLIENTID_HELP); return }
+  if (sub !== 'list' && sub !== 'release') throw new UsageError(`unknown clientid command: ${sub} (see mqtt-bastion clientid --help)`)
+  const { values, positionals } = parse(rest, { config: { type: 'string' }, json: { type: 'boolean' } })
+  if (values.help === true) { out(CLIENTID_HELP); return }
+  if (sub === 'release' && values.json !== undefined) throw new UsageError('clientid release does not take --json')
+  const configFile = stringFlag(values, 'config')
+  const { config } = loadConfig({ ...(configFile === undefined ? {} : { file: configFile }), env: process.env })
+  if (config.auth.store.type === 'http') throw new BastionError('BASTION_ERR_INVALID_INPUT', 'auth.store is http: client id owners are kept in the broker\'s memory, not in a store this command can reach')
+  const store = createStore(config, createLogger({ level: 'silent' }))
+  try {
+    const owners = store.clientIds
+    if (owners === undefined) {
+      throw new BastionError('BASTION_ERR_INVALID_INPUT', `the ${config.auth.store.type} store does not keep client id owners: the broker keeps them in memory (a restart releases them)`)
+    }
+    if (sub === 'list') {
+      const user = positionals.length === 0 ? undefined : expectPositionals(positionals, ['USER'])[0]
+      const all = await owners.list(user)
+      if (values.json === true) out(JSON.stringify(all) + '\n')
+      else out(all.length === 0 ? 'no client ids bound\n' : all.map((o) => `${printable(o.clientId)}\t${o.user}\t${o.lastSeen}\n`).join(''))
+      return
+    }
+    const [id] = expectPositionals(positionals, ['CLIENT_ID']) as [string]
+    if (!(await owners.release(id))) throw new BastionError('BASTION_ERR_INVALID_INPUT', `client id ${JSON.stringify(id)} is not bound to any user`)
+    out(`released client id ${id}\n`)
+  } finally {
+    await store.close()
+  }
+}
