@@ -26,6 +26,8 @@ export interface ListenerLimits {
   handshakeTimedOut (remote: string | undefined): void
 }
 
+const LISTEN_BACKLOG = 4096
+
 /** Binds `server`, turning EADDRINUSE and friends into one line that names the address. */
 export async function bind (server: Server, type: 'tls' | 'tcp', host: string, port: number): Promise<Listener> {
   await new Promise<void>((resolve, reject) => {
@@ -33,7 +35,10 @@ export async function bind (server: Server, type: 'tls' | 'tcp', host: string, p
       reject(new BastionError('BASTION_ERR_LISTEN', `cannot listen on ${host}:${port} (${type}): ${err.code ?? err.message}`))
     }
     server.once('error', onError)
-    server.listen(port, host, () => {
+    // A fleet reconnecting at once (after an outage) sends thousands of SYNs together; Node's
+    // default backlog of 511 drops the rest, and they wait for the kernel's 1 s retransmit.
+    // The kernel caps it at net.core.somaxconn.
+    server.listen({ port, host, backlog: LISTEN_BACKLOG }, () => {
       server.off('error', onError)
       resolve()
     })
