@@ -33,11 +33,8 @@ import { createHealthCheck } from './monitoring/health.js'
 import { startMonitoringServer, type MonitoringServer } from './monitoring/http.js'
 import { timedStore, watchedBackend } from './monitoring/instrument.js'
 import { createMetrics } from './monitoring/metrics.js'
-import { createFileStore } from './stores/file.js'
 import { assertPrivate } from './stores/permissions.js'
-import { createMosquittoPasswdStore } from './stores/mosquitto-passwd.js'
-import { createMysqlStore } from './stores/mysql.js'
-import { createSqliteStore } from './stores/sqlite.js'
+import { createStore } from './stores/create.js'
 import type { UserStore } from './stores/store.js'
 import { drainDeliveries, trackDeliveries, type DrainTracker } from './shutdown.js'
 
@@ -66,19 +63,8 @@ export interface Bastion {
   close (): Promise<void>
 }
 
-// The one place that maps configuration names to implementations.
-/** Opens the user store the config names (also used by the CLI's user commands). */
-export function createStore (config: BastionConfig, log: Logger): UserStore {
-  const s = config.auth.store
-  switch (s.type) {
-    case 'mysql': return createMysqlStore(s, log.child({ module: 'store' }))
-    case 'mosquitto-passwd': return createMosquittoPasswdStore({ path: s.path, ...(s.totpFile === undefined ? {} : { totpFile: s.totpFile }) })
-    case 'sqlite': return createSqliteStore({ path: s.path, log: log.child({ module: 'store' }) })
-    case 'file': return createFileStore(s.path)
-    case 'http':
-      throw new BastionError('BASTION_ERR_INVALID_INPUT', 'auth.store is http: users live in the HTTP backend, not here')
-  }
-}
+// The one place that maps configuration names to implementations (stores: stores/create.ts).
+export { createStore }
 
 /** What a policy factory may use besides the config: the HTTP backend's one client. */
 interface PolicyDeps { log: Logger; backend?: GoAuthClient }

@@ -1,6 +1,6 @@
 import { loadConfig } from '../config/load.js'
 import { BastionError } from '../errors.js'
-import { createStore } from '../bastion.js'
+import { createStore } from '../stores/create.js'
 import { createLogger } from '../log.js'
 import { expectPositionals, parse, stringFlag, UsageError } from './args.js'
 

@@ -2,12 +2,6 @@
 import { readFileSync } from 'node:fs'
 import { isBastionError } from '../errors.js'
 import { UsageError } from './args.js'
-import { certsCommand } from './certs.js'
-import { clientIdCommand } from './clientid.js'
-import { configCommand } from './config.js'
-import { dbCommand } from './db.js'
-import { startCommand } from './start.js'
-import { userCommand } from './user.js'
 
 const HELP = `Usage: mqtt-bastion <command> [options]
 
@@ -50,12 +44,13 @@ async function main (argv: string[]): Promise<void> {
       out(pkg.version + '\n')
       return
     }
-    case 'start': return await startCommand(rest, out)
-    case 'certs': return await certsCommand(rest, out)
-    case 'user': return await userCommand(rest, out)
-    case 'clientid': return await clientIdCommand(rest, out)
-    case 'config': return await configCommand(rest, out)
-    case 'db': return await dbCommand(rest, out)
+    // Each command loads only what it needs: `user` and `device` must not load the broker.
+    case 'start': return await (await import('./start.js')).startCommand(rest, out)
+    case 'certs': return await (await import('./certs.js')).certsCommand(rest, out)
+    case 'user': return await (await import('./user.js')).userCommand(rest, out)
+    case 'clientid': return await (await import('./clientid.js')).clientIdCommand(rest, out)
+    case 'config': return await (await import('./config.js')).configCommand(rest, out)
+    case 'db': return await (await import('./db.js')).dbCommand(rest, out)
     case 'device': return await (await import('./device.js')).deviceCommand(rest, out)
     default:
       throw new UsageError(`unknown command: ${cmd} (see mqtt-bastion --help)`)

@@ -9,7 +9,7 @@ import bcrypt from 'bcryptjs'
 // Resolved through package.json "exports", as a consumer's import would be (the built dist/).
 import { createBastion, parseConfig, type BastionConfig } from 'mqtt-bastion'
 import { currentCode, newSecret } from '../../src/crypto/totp.js'
-import { createFileStore } from '../../src/stores/file.js'
+import { createSqliteStore } from '../../src/stores/sqlite.js'
 import { initCertificates } from '../../src/certs/issue.js'
 
 t.test('aedes is pinned at 2.0.0-beta.1, the release with MQTT 5', async (t) => {
@@ -25,8 +25,10 @@ t.test('createBastion from the package starts a broker an MQTT 5 client can use'
   await initCertificates({ outDir: join(dir, 'certs') })
   const config: BastionConfig = parseConfig({ listeners: [{ type: 'tls', host: '127.0.0.1', port: 0 }], log: { level: 'silent' } }, dir)
   const secret = newSecret()
-  const store = createFileStore(config.auth.store.path)
+  // The default store: SQLite, which the CLI writes while the broker runs.
+  const store = createSqliteStore({ path: config.auth.store.path })
   await store.add({ username: 'lib', passwordHash: bcrypt.hashSync('library-pass', 4), totpSecret: secret, enabled: true, createdAt: new Date().toISOString() })
+  await store.close()
   const bastion = await createBastion(config)
   t.teardown(() => bastion.close())
   t.equal(bastion.broker.version, '2.0.0-beta.1', 'the running broker is the pinned aedes')

@@ -130,7 +130,7 @@ t.test('metrics move with logins, refusals, deliveries and bytes, and name no us
   t.equal(sample(after, 'bastion_totp_window_edge_logins_total'), 1, 'the code one step ahead is a drifting clock')
   t.ok((sample(after, 'bastion_received_bytes_total') ?? 0) > 0, 'bytes in')
   t.ok((sample(after, 'bastion_sent_bytes_total') ?? 0) > 0, 'bytes out')
-  t.ok((sample(after, 'bastion_store_lookup_duration_seconds_count', { store: 'file' }) ?? 0) >= 4, 'every password check looked the user up, timed')
+  t.ok((sample(after, 'bastion_store_lookup_duration_seconds_count', { store: 'sqlite' }) ?? 0) >= 4, 'every login looked the user up, timed')
   t.ok(sample(after, 'process_cpu_user_seconds_total') !== undefined, 'process metrics too')
   for (const secretish of ['alice', 'bob', 'drifter', 'Temperatura', PASSWORD]) t.notMatch(after, secretish, `no "${secretish}" anywhere`)
 

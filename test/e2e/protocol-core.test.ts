@@ -16,7 +16,8 @@ const noReplay = { totp: { replayProtection: false } }
 const PAHO = join(process.cwd(), 'test', 'fixtures', 'protocol_core_paho.py')
 
 // One broker for everything that needs no special limits; sessions may outlive connections.
-const h = await startHarness({ sessions: { maxExpiry: 300 }, auth: noReplay })
+// Client ids are not owned here: a freed id taken by another user is what some tests check.
+const h = await startHarness({ sessions: { maxExpiry: 300 }, auth: { ...noReplay, clientIdBinding: 'none' } })
 // Clients a failed assertion left open go first, then the broker and its folder.
 const opened: MqttClient[] = []
 const raws: RawClient[] = []
