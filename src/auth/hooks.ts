@@ -1,18 +1,18 @@
 import type { EventEmitter } from 'node:events'
-import type { TLSSocket } from 'node:tls'
 import type { Aedes, AedesOptions, Client, ConnectPacket, PublishPacket } from 'aedes'
 import mqttPacket from 'mqtt-packet'
 import type { AclPolicy } from '../acl/policy.js'
 import { BastionError } from '../errors.js'
-import { createLogGate, type LogGate, type LogGateOptions } from '../log-gate.js'
+import type { LogGateOptions } from '../log-gate.js'
 import type { CertificateIdentity } from '../config/schema.js'
 import type { Logger } from '../log.js'
 import type { Action, Decision, Identity, LoginFailure } from '../types.js'
 import type { ClientIdOwners } from '../stores/store.js'
 import type { Authenticator, LoginResult } from './authenticator.js'
 import { certCommonName, certificateLogin } from './certificate-identity.js'
+import { accountGroup, addressGroup, createRefusalLog, remoteOf } from './refusal-log.js'
+export { LOGIN_FAILURES_LOGGED } from './refusal-log.js'
 import { createSessionRegistry, type SessionRegistry } from './sessions.js'
-import { ipKey } from './lockout.js'
 import { isBackendFault } from './login.js'
 
 export interface HookOptions {
@@ -62,25 +62,6 @@ const RC_SERVER_UNAVAILABLE = 3 // [0x88]
 const RC_BAD_CREDENTIALS = 4 // [0x86]
 const RC_NOT_AUTHORIZED = 5 // [0x87]
 
-// Refused without looking at credentials, as fast as a client reconnects; their cause
-// (auth.lockout, a full login queue) is logged on its own.
-const QUIET_REASONS: ReadonlySet<LoginFailure> = new Set(['locked_out', 'server_busy'])
-
-/**
- * login.failed lines of one reason an address writes per minute before they are gated. At least
- * the fail2ban jails' maxretry (scripts/fail2ban/jail.d): an address that goes on guessing
- * still gets banned, however fast it guesses.
- */
-export const LOGIN_FAILURES_LOGGED = 20
-
-// Keys one account (its client ids) or one address (the accounts it claims) holds in the gate;
-// past it they share one line, so nobody fills the gate and pushes the others' lines out.
-const KEYS_PER_GROUP = 16
-
-const accountGroup = (user: string): string => `u\u0000${user}`
-const addressGroup = (remote: string): string => `a\u0000${ipKey(remote)}`
-const suppressedField = (open: { suppressed: number }): { suppressed?: number } => open.suppressed > 0 ? { suppressed: open.suppressed } : {}
-
 /** What a CONNECT carried that the authenticate hook needs but aedes does not pass to it. */
 interface PendingConnect { will?: ConnectPacket['will']; expiryClamped: boolean }
 
@@ -119,10 +100,6 @@ function refuseBusy (client: Client, done: (err: AuthError, ok: boolean) => void
   })
 }
 
-function remoteOf (client: Client): string {
-  return (client.conn as Partial<TLSSocket>).remoteAddress ?? 'unknown'
-}
-
 /**
  * The one adapter between aedes and our decisions: login results and ACL decisions become
  * CONNACK / SUBACK / PUBACK codes here, and every refusal is counted and logged here, once; a
@@ -140,42 +117,8 @@ export function createHooks (opts: HookOptions): {
   const identities = new WeakMap<Client, Identity>()
   const pending = new WeakMap<Client, PendingConnect>()
   const sessions = opts.sessions ?? createSessionRegistry({ log })
-  // Every line a client can make us write at will goes through these: once per key and minute,
-  // with the count of those left out; the metrics (onEvent) count every one.
-  const lines: LogGate = createLogGate({ ...opts.logGate, maxKeysPerGroup: KEYS_PER_GROUP })
-  const loginAllowance: LogGate = createLogGate({ ...opts.logGate, burst: LOGIN_FAILURES_LOGGED })
-
-  function denied (client: Client, identity: Identity | undefined, action: Action | 'will', topic: string, reason: string): void {
-    emit({ type: 'acl.denied', action })
-    const remote = remoteOf(client)
-    // A client repeats a refused SUBSCRIBE or PUBLISH as fast as it can send it: one line per
-    // client and action, with its first topic.
-    const group = identity === undefined ? addressGroup(remote) : accountGroup(identity.user)
-    const open = lines.pass(`acl.denied\u0000${action}\u0000${group}\u0000${client.id}`, group)
-    if (open === undefined) return
-    log.warn({ event: 'acl.denied', user: identity?.user, clientId: client.id, remote, action, topic, reason, ...suppressedField(open) }, 'ACL denied')
-  }
-
-  function loginFailed (client: Client, reason: LoginFailure, user: string | undefined): void {
-    emit({ type: 'login.failed', reason })
-    const remote = remoteOf(client)
-    const address = addressGroup(remote)
-    // The first lines of each reason from an address pass as they are (fail2ban counts them);
-    // past those, one line per address, reason and claimed account. The accounts are the
-    // client's choice: one address holds at most KEYS_PER_GROUP of them, then they share one.
-    const open = !QUIET_REASONS.has(reason) && loginAllowance.pass(`${reason}\u0000${address}`) !== undefined
-      ? { suppressed: 0 }
-      : lines.pass(`login.failed\u0000${reason}\u0000${address}\u0000${user ?? ''}`, address)
-    if (open === undefined) return
-    log.warn({ event: 'login.failed', reason, user, clientId: client.id, remote, ...suppressedField(open) }, 'login refused')
-  }
-
-  /** A debug line a client can cause at will (its errors, its own packet size): once per key and minute. */
-  function debugGated (event: string, group: string, key: string, fields: Record<string, unknown>, msg: string): void {
-    if (!log.isLevelEnabled('debug')) return
-    const open = lines.pass(`${event}\u0000${group}\u0000${key}`, group)
-    if (open !== undefined) log.debug({ event, ...fields, ...suppressedField(open) }, msg)
-  }
+  // Every line a client can make us write at will: once per key and minute (refusal-log.ts).
+  const { denied, loginFailed, debugGated } = createRefusalLog({ log, emit, ...(opts.logGate === undefined ? {} : { logGate: opts.logGate }) })
 
   const preConnect: AedesOptions['preConnect'] = (client, packet, done) => {
     // Sessions are ephemeral unless configured otherwise: an MQTT 5 request is capped at
