@@ -16,8 +16,9 @@ t.test('another user cannot take an offline device\'s client id: 0x85 / 2, logge
   await h.addUser('sensor-10')
   await h.addUser('mallory')
   await (await h.connect('sensor-10', { clientId: 'sensor-10-kitchen', offset: -1 })).endAsync()
-  t.equal(await h.refused({ username: `mallory|${h.code('mallory', -1)}`, password: PASSWORD, clientId: 'sensor-10-kitchen' }), 0x85)
-  t.equal(await h.refused({ username: `mallory|${h.code('mallory', 0)}`, password: PASSWORD, clientId: 'sensor-10-kitchen', protocolVersion: 4 }), 2)
+  // From other addresses than the device's, as a squatter would.
+  t.equal(await h.refused({ username: `mallory|${h.code('mallory', -1)}`, password: PASSWORD, clientId: 'sensor-10-kitchen', localAddress: '127.0.0.5' }), 0x85)
+  t.equal(await h.refused({ username: `mallory|${h.code('mallory', 0)}`, password: PASSWORD, clientId: 'sensor-10-kitchen', protocolVersion: 4, localAddress: '127.0.0.6' }), 2)
   t.match(events(h, 'login.failed').filter((e) => e.reason === 'clientid_owned'), [{ user: 'mallory', clientId: 'sensor-10-kitchen' }])
   const device = await h.connect('sensor-10', { clientId: 'sensor-10-kitchen', offset: 0 })
   t.equal(device.connected, true, 'the device logs in with its id')

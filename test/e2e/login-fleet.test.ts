@@ -40,15 +40,14 @@ t.test('wrong codes from many addresses, for real and unknown accounts, never re
     const username = i % 2 === 0 ? `alice|${wrongCode(h, 'alice')}` : `nobody${i}|123456`
     attempts.push(h.refused({ username, password: PASSWORD, clientId: `bogus-${i}`, localAddress: `127.0.0.${2 + (i % 20)}` }))
   }
+  // The real device logs in while the guesses are in flight: none of them burns its code.
+  const c = await h.connect('alice')
+  t.ok(c.connected, 'the device logs in during the flood')
   const codes = await Promise.all(attempts)
   t.same(new Set(codes), new Set([0x86]), 'one answer for a wrong code and for an unknown account')
-  t.equal(await hashChecks(h), 0, 'no password was checked')
+  t.equal(await hashChecks(h), 1, 'one password was checked: the device\'s')
   const reasons = new Set(events(h, 'login.failed').map((e) => e.reason))
   t.same(reasons, new Set(['bad_otp', 'unknown_user']), 'the log tells them apart')
-  // The real device, meanwhile, logs in with its own code: none was burnt by the guesses.
-  const c = await h.connect('alice')
-  t.ok(c.connected)
-  t.equal(await hashChecks(h), 1)
 })
 
 t.test('a valid code with a wrong password costs one bcrypt and leaves the code usable', async (t) => {
