@@ -403,19 +403,23 @@ function topSelf (profile, n, intervalUs) {
 }
 
 // ---------------------------------------------------------------------------------------------
-async function warmStorm (root) {
-  const N = env('BENCH_DEVICES', 1000)
-  const dir = join(root, 'warm')
+/** A broker with N users (one cost-12 hash, each its own secret) in its own folder, and a generator. */
+async function stormBroker (root, name, N) {
+  const dir = join(root, name)
   mkdirSync(dir)
   await dist.initCertificates({ outDir: join(dir, 'certs') })
   const config = brokerConfig(dir, 'data/users.db')
-  progress(`warm_storm: hashing (cost 12) and adding ${N} users`)
+  progress(`${name}_storm: hashing (cost 12) and adding ${N} users`)
   const secrets = await seedUsers(config, N, dist.bcrypt.hashSync(PASSWORD, 12), 'dev')
   const bastion = await dist.createBastion(config)
   const gen = await startGenerator()
+  return { config, secrets, bastion, gen, port: bastion.listeners[0].port, ca: readFileSync(join(dir, 'certs', 'ca.crt')) }
+}
+
+async function warmStorm (root) {
+  const N = env('BENCH_DEVICES', 1000)
+  const { secrets, bastion, gen, port, ca } = await stormBroker(root, 'warm', N)
   try {
-    const port = bastion.listeners[0].port
-    const ca = readFileSync(join(dir, 'certs', 'ca.crt'))
     progress(`warm_storm: warm-up, ${N} logins 8 at a time (bcrypt-bound)`)
     const warm = await drive(gen, port, ca, secrets.map((secret, i) => ({ user: `dev${i}`, secret, offset: 0, p: PASSWORD, id: `dev${i}` })), { concurrency: 8, capMs: WARM_CAP_MS })
     const warmOut = outcomes(warm.results)
@@ -459,17 +463,8 @@ async function warmStorm (root) {
 
 async function coldStorm (root) {
   const N = env('BENCH_COLD_DEVICES', 300)
-  const dir = join(root, 'cold')
-  mkdirSync(dir)
-  await dist.initCertificates({ outDir: join(dir, 'certs') })
-  const config = brokerConfig(dir, 'data/users.db')
-  progress(`cold_storm: adding ${N} users (cost 12)`)
-  const secrets = await seedUsers(config, N, dist.bcrypt.hashSync(PASSWORD, 12), 'dev')
-  const bastion = await dist.createBastion(config)
-  const gen = await startGenerator()
+  const { config, secrets, bastion, gen, port, ca } = await stormBroker(root, 'cold', N)
   try {
-    const port = bastion.listeners[0].port
-    const ca = readFileSync(join(dir, 'certs', 'ca.crt'))
     const step = dist.stepAt() + 1
     // The code of `step` stops being accepted when the clock passes step + window (1).
     const codeEndsMs = (step + 2) * PERIOD_MS
