@@ -40,12 +40,17 @@ function deviceConfig (h: Harness, name: string, user: string, secret: string, e
   return file
 }
 
-/** Collects every message a client receives, for `ms`. */
-async function collect (c: any, ms: number): Promise<Array<{ topic: string; payload: string }>> {
+/**
+ * Collects the messages a client receives: from now until `done` settles, then for `quietMs`
+ * more (a late one, e.g. a will, would show up), at most `maxMs` in all.
+ */
+async function collect (c: any, done: Promise<unknown>, quietMs = 1000, maxMs = 30_000): Promise<Array<{ topic: string; payload: string }>> {
   const got: Array<{ topic: string; payload: string }> = []
   const on = (topic: string, payload: Buffer): void => { got.push({ topic, payload: payload.toString() }) }
   c.on('message', on)
-  await new Promise((resolve) => setTimeout(resolve, ms))
+  const cap = new Promise((resolve) => setTimeout(resolve, maxMs))
+  await Promise.race([done.catch(() => {}), cap])
+  await new Promise((resolve) => setTimeout(resolve, quietMs))
   c.off('message', on)
   return got
 }
@@ -68,8 +73,10 @@ t.test('publish delivers each reading as {"value":...} at QoS 1, prints nothing 
   // The watcher takes the previous step's code so the device's current one is still unused.
   const watcher = await strict.connect('alice', { offset: -1 })
   await watcher.subscribeAsync('metrics/alice/#', { qos: 1 })
-  const got = collect(watcher, 4000)
+  let finished: (v: unknown) => void = () => {}
+  const got = collect(watcher, new Promise((resolve) => { finished = resolve }))
   const r = await device('publish', '--config', deviceConfig(strict, 'alice', 'alice', aliceSecret), '--temperature', '22.5', '--humidity', '41', '--status', 'ok')
+  finished(r)
   t.equal(r.code, 0, r.stderr)
   t.equal(r.stdout, '', 'nothing on stdout')
   t.equal(r.stderr, '', 'nothing on stderr')
