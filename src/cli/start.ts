@@ -9,7 +9,7 @@ export const START_HELP = `Usage: mqtt-bastion start [--config FILE]
 Runs the broker in the foreground, logging JSON lines to standard output.
 Without a config file (neither --config nor env BASTION_CONFIG): TLS on 0.0.0.0:8883 with
 certs/server.crt and certs/server.key (a development CA and server certificate are generated
-there when missing), users in data/users.json.
+there when missing), users in data/users.db (SQLite).
 SIGINT/SIGTERM stop it cleanly: no new connections or PUBLISHes are taken, messages already
 acknowledged to publishers are delivered (waiting at most shutdown.drainTimeout seconds), then
 clients are disconnected (MQTT 5 clients get DISCONNECT 0x8B).
