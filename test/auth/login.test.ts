@@ -1,6 +1,4 @@
 import t from 'tap'
-import { mkdtempSync } from 'node:fs'
-import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import bcrypt from 'bcryptjs'
 import { login, parseUsername, screen } from '../../src/auth/login.js'
@@ -9,13 +7,16 @@ import { currentCode, newSecret } from '../../src/crypto/totp.js'
 import { BastionError } from '../../src/errors.js'
 import { createFileStore } from '../../src/stores/file.js'
 import type { UserStore } from '../../src/stores/store.js'
+import { scratch } from '../helpers/scratch.js'
+
+const scratchDir = scratch('bastion-login-')
 
 const real = createPasswordPool(1)
 t.teardown(() => real.close())
 const hashes: string[] = []
 // Records which hash each check ran against, so the test can see the dummy hash being used.
 const passwords: PasswordPool = { verify: async (p, h) => { hashes.push(h); return await real.verify(p, h) }, hash: real.hash, close: async () => {} }
-const store = createFileStore(join(mkdtempSync(join(tmpdir(), 'bastion-login-')), 'users.json'))
+const store = createFileStore(join(scratchDir(), 'users.json'))
 const secret = newSecret()
 await store.add({ username: 'alice', passwordHash: bcrypt.hashSync('pass-word-1', 4), totpSecret: secret, enabled: true, createdAt: '' })
 // bob's codes are used up by the ordering tests; alice's by the rest.

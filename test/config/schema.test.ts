@@ -2,8 +2,10 @@ import t from 'tap'
 import { join } from 'node:path'
 import { parseConfig } from '../../src/config/schema.js'
 import { loadConfig } from '../../src/config/load.js'
-import { mkdtempSync, writeFileSync } from 'node:fs'
-import { tmpdir } from 'node:os'
+import { writeFileSync } from 'node:fs'
+import { scratch } from '../helpers/scratch.js'
+
+const scratchDir = scratch('bastion-cfg-')
 
 t.test('defaults: TLS on 0.0.0.0:8883, TLS 1.2, SQLite store, metrics policy, ephemeral sessions', async (t) => {
   const c = parseConfig({}, '/srv')
@@ -64,7 +66,7 @@ t.test('bad keys and values are refused with a message naming the key', async (t
 })
 
 t.test('a config file is YAML, relative paths resolve against its folder, env overrides apply', async (t) => {
-  const dir = mkdtempSync(join(tmpdir(), 'bastion-cfg-'))
+  const dir = scratchDir()
   const file = join(dir, 'bastion.yaml')
   writeFileSync(file, 'listeners:\n  - type: tls\n    port: 9999\n    cert: tls/s.crt\n    key: tls/s.key\nlog:\n  level: warn\n')
   const { config } = loadConfig({ file, env: {} })

@@ -1,12 +1,14 @@
 import t from 'tap'
 import { execFileSync } from 'node:child_process'
 import { pbkdf2Sync, randomBytes } from 'node:crypto'
-import { mkdtempSync, readFileSync } from 'node:fs'
-import { tmpdir } from 'node:os'
+import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import {
   MOSQUITTO_DUMMY_HASH, isMosquittoHash, mosquittoDummyHashLike, verifyMosquittoHash
 } from '../../src/crypto/mosquitto-hash.js'
+import { scratch } from '../helpers/scratch.js'
+
+const scratchDir = scratch('bastion-mosq-hash-')
 
 // Written once by Debian's mosquitto_passwd 2.0.11 (-b f fixture7 'correct horse';
 // -H sha512 -b f fixture6 'battery staple'; -b f x 'é ü ☃').
@@ -16,7 +18,7 @@ const FIXTURE_UTF8 = '$7$101$YaeCbXdzp/dFhwKY$2Q8tyfbQYMRwm9zaeFfrcIpp33q6zQjTgh
 
 /** Runs the real mosquitto_passwd and returns the hash it wrote for `user`. */
 function mosquittoPasswd (kind: 'sha512' | 'sha512-pbkdf2', user: string, password: string): string {
-  const file = join(mkdtempSync(join(tmpdir(), 'bastion-mosq-hash-')), 'pw')
+  const file = join(scratchDir(), 'pw')
   execFileSync('mosquitto_passwd', ['-H', kind, '-c', '-b', file, user, password], { stdio: 'pipe', timeout: 10_000 })
   const line = readFileSync(file, 'utf8').trim()
   if (!line.startsWith(`${user}:`) || line.includes('\n')) throw new Error(`unexpected mosquitto_passwd output in ${file}`)

@@ -2,14 +2,16 @@
 // from the repository (COPY sources, ports, volumes, secrets, the table, the config itself) is.
 import t from 'tap'
 import { execFile, spawnSync } from 'node:child_process'
-import { existsSync, mkdtempSync, readFileSync, statSync, writeFileSync } from 'node:fs'
+import { existsSync, readFileSync, statSync, writeFileSync } from 'node:fs'
 import { createServer } from 'node:http'
 import type { AddressInfo } from 'node:net'
-import { tmpdir } from 'node:os'
 import { join, posix, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { parse as parseYaml } from 'yaml'
 import { parseConfig } from '../../src/config/schema.js'
+import { scratch } from '../helpers/scratch.js'
+
+const scratchDir = scratch('bastion-deploy-')
 
 const ROOT = resolve(fileURLToPath(new URL('../..', import.meta.url)))
 const DOCKER = join(ROOT, 'docker')
@@ -214,7 +216,7 @@ t.test('docker/bastion.yaml passes the broker\'s own validation with the compose
   t.equal(doc.auth.store.passwordFile, '/run/secrets/db_password', 'reads the compose secret')
   t.equal(doc.auth.store.password, undefined)
   // The secret only exists inside the container: validate a copy pointing at a stand-in file.
-  const dir = mkdtempSync(join(tmpdir(), 'bastion-deploy-'))
+  const dir = scratchDir()
   const secret = join(dir, 'db_password')
   writeFileSync(secret, 'stand-in\n', { mode: 0o600 })
   const config = parseConfig({ ...doc, auth: { ...doc.auth, store: { ...doc.auth.store, passwordFile: secret } } }, '/etc/mqtt-bastion', { env: {} })
@@ -266,7 +268,7 @@ t.test('systemd-analyze verify accepts the unit without warnings', async (t) => 
   let text = readFileSync(UNIT, 'utf8')
   // verify insists the ExecStart binary exists; where node lives elsewhere, check that one.
   if (!existsSync('/usr/bin/node') || !statSync('/usr/bin/node').isFile()) text = text.replace('/usr/bin/node ', `${process.execPath} `)
-  const copy = join(mkdtempSync(join(tmpdir(), 'bastion-unit-')), 'mqtt-bastion.service')
+  const copy = join(scratchDir(), 'mqtt-bastion.service')
   writeFileSync(copy, text)
   const r = spawnSync('systemd-analyze', ['verify', '--man=no', copy], { encoding: 'utf8', timeout: 30_000 })
   t.equal(r.status, 0, `exit status (stderr: ${r.stderr.trim()})`)

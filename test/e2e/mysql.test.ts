@@ -3,14 +3,16 @@
 // usernames, and an outage in the middle of traffic.
 import t from 'tap'
 import { execFile } from 'node:child_process'
-import { mkdtempSync, writeFileSync } from 'node:fs'
-import { tmpdir } from 'node:os'
+import { writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
 import mysql from 'mysql2/promise'
 import { newSecret } from '../../src/crypto/totp.js'
 import { events, nextMessage, pubackCode, startHarness, type Harness } from '../helpers/harness.js'
 import { startMariaDb } from '../helpers/mariadb.mjs'
+import { scratch } from '../helpers/scratch.js'
+
+const scratchDir = scratch('bastion-mysql-cfg-')
 
 const run = promisify(execFile)
 const CLI = join(process.cwd(), 'dist', 'cli', 'main.js')
@@ -33,7 +35,7 @@ t.teardown(() => sql.end())
 await sql.query(SEED_TABLE)
 
 const storeConfig = { type: 'mysql', url, connectTimeout: 1000, queryTimeout: 1500 }
-const cfgDir = mkdtempSync(join(tmpdir(), 'bastion-mysql-cfg-'))
+const cfgDir = scratchDir()
 const cfgFile = join(cfgDir, 'bastion.yaml')
 writeFileSync(cfgFile, `auth:\n  store:\n    type: mysql\n    url: ${url}\n    connectTimeout: 1000\n    queryTimeout: 1500\n`)
 

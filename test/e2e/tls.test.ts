@@ -1,7 +1,6 @@
 // The TLS listener: versions, client certificates, and refusing to run with exposed keys.
 import t from 'tap'
-import { chmodSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs'
-import { tmpdir } from 'node:os'
+import { chmodSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { connect as tlsConnect } from 'node:tls'
 import mqtt from 'mqtt'
@@ -9,6 +8,9 @@ import { initCertificates, issueClientCertificate } from '../../src/certs/issue.
 import { createBastion } from '../../src/bastion.js'
 import { parseConfig } from '../../src/config/schema.js'
 import { events, PASSWORD, startHarness } from '../helpers/harness.js'
+import { scratch } from '../helpers/scratch.js'
+
+const scratchDir = scratch('bastion-tls-')
 
 /** Resolves with the negotiated protocol, or rejects with the handshake error. */
 function handshake (port: number, ca: Buffer, opts: Record<string, unknown>): Promise<string | null> {
@@ -51,7 +53,7 @@ t.test('requireClientCertificate refuses the handshake without a certificate of 
   await h.addUser('sensor1')
   const certs = join(h.dir, 'certs')
   await issueClientCertificate({ name: 'sensor1', dir: certs })
-  const otherCa = mkdtempSync(join(tmpdir(), 'bastion-other-ca-'))
+  const otherCa = scratchDir()
   await initCertificates({ outDir: otherCa })
   await issueClientCertificate({ name: 'sensor1', dir: otherCa })
 
@@ -86,7 +88,7 @@ t.test('the optional plain listener binds loopback, logs a warning and still req
 })
 
 t.test('the broker refuses to start when the TLS key or the user store is readable by others', async (t) => {
-  const dir = mkdtempSync(join(tmpdir(), 'bastion-perm-'))
+  const dir = scratchDir()
   await initCertificates({ outDir: join(dir, 'certs') })
   const config = parseConfig({ listeners: [{ type: 'tls', host: '127.0.0.1', port: 0 }], log: { level: 'silent' } }, dir)
   chmodSync(join(dir, 'certs', 'server.key'), 0o640)
@@ -98,7 +100,7 @@ t.test('the broker refuses to start when the TLS key or the user store is readab
 })
 
 t.test('missing certificate files are named; development certificates are made only when asked', async (t) => {
-  const dir = mkdtempSync(join(tmpdir(), 'bastion-nocert-'))
+  const dir = scratchDir()
   const config = parseConfig({ listeners: [{ type: 'tls', host: '127.0.0.1', port: 0 }], log: { level: 'silent' } }, dir)
   await t.rejects(createBastion(config), { code: 'BASTION_ERR_CERTS', message: /server\.crt/ })
   const dev = parseConfig({ listeners: [{ type: 'tls', host: '127.0.0.1', port: 0 }], log: { level: 'silent' }, devCertificates: true }, dir)

@@ -1,14 +1,16 @@
 // The broker and the CLI rewrite one users file from two processes: neither may undo the other.
 import t from 'tap'
-import { existsSync, mkdtempSync, utimesSync, writeFileSync, unlinkSync } from 'node:fs'
-import { tmpdir } from 'node:os'
+import { existsSync, utimesSync, writeFileSync, unlinkSync } from 'node:fs'
 import { join } from 'node:path'
 import { createFileStore } from '../../src/stores/file.js'
+import { scratch } from '../helpers/scratch.js'
+
+const scratchDir = scratch('bastion-lock-')
 
 const record = (username: string) => ({ username, passwordHash: '$2b$04$x', totpSecret: 'A'.repeat(32), enabled: true, createdAt: '2026-01-01T00:00:00.000Z' })
 
 t.test('a user disabled by one process while another claims TOTP steps stays disabled', async (t) => {
-  const path = join(mkdtempSync(join(tmpdir(), 'bastion-lock-')), 'users.json')
+  const path = join(scratchDir(), 'users.json')
   // Two stores on one file behave as two processes: separate queues, separate caches.
   const broker = createFileStore(path)
   const cli = createFileStore(path)
@@ -26,7 +28,7 @@ t.test('a user disabled by one process while another claims TOTP steps stays dis
 })
 
 t.test('a lock left by a crashed process is taken over; a live one is waited for', async (t) => {
-  const path = join(mkdtempSync(join(tmpdir(), 'bastion-lock-')), 'users.json')
+  const path = join(scratchDir(), 'users.json')
   const s = createFileStore(path)
   await s.add(record('alice'))
   const lock = `${path}.lock`

@@ -1,14 +1,16 @@
 import t from 'tap'
-import { chmodSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs'
-import { tmpdir } from 'node:os'
+import { chmodSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { createFileStore } from '../../src/stores/file.js'
 import { assertPrivate } from '../../src/stores/permissions.js'
+import { scratch } from '../helpers/scratch.js'
+
+const scratchDir = scratch('bastion-store-')
 
 const record = (username: string) => ({ username, passwordHash: '$2b$04$x', totpSecret: 'A'.repeat(32), enabled: true, createdAt: '2026-01-01T00:00:00.000Z' })
 
 t.test('the store file is created with mode 0600 and written atomically', async (t) => {
-  const dir = mkdtempSync(join(tmpdir(), 'bastion-store-'))
+  const dir = scratchDir()
   const path = join(dir, 'data', 'users.json')
   const s = createFileStore(path)
   await s.add(record('alice'))
@@ -25,7 +27,7 @@ t.test('the store file is created with mode 0600 and written atomically', async 
 })
 
 t.test('a change made by another process is seen without a restart', async (t) => {
-  const path = join(mkdtempSync(join(tmpdir(), 'bastion-store-')), 'users.json')
+  const path = join(scratchDir(), 'users.json')
   const broker = createFileStore(path)
   t.equal(await broker.find('bob'), undefined)
   const cli = createFileStore(path)
@@ -34,7 +36,7 @@ t.test('a change made by another process is seen without a restart', async (t) =
 })
 
 t.test('a store readable by group or others is refused with the chmod to run', async (t) => {
-  const path = join(mkdtempSync(join(tmpdir(), 'bastion-store-')), 'users.json')
+  const path = join(scratchDir(), 'users.json')
   writeFileSync(path, JSON.stringify({ version: 1, users: [] }))
   chmodSync(path, 0o644)
   await t.rejects(assertPrivate(path, 'user store'), { code: 'BASTION_ERR_FILE_PERMISSIONS', message: `chmod 600 ${path}` })
@@ -44,7 +46,7 @@ t.test('a store readable by group or others is refused with the chmod to run', a
 })
 
 t.test('a TOTP step is claimed once, also by concurrent logins and after a restart', async (t) => {
-  const path = join(mkdtempSync(join(tmpdir(), 'bastion-store-')), 'users.json')
+  const path = join(scratchDir(), 'users.json')
   const s = createFileStore(path)
   await s.add(record('carol'))
   const results = await Promise.all([s.claimStep('carol', 100), s.claimStep('carol', 100), s.claimStep('carol', 100)])
@@ -56,7 +58,7 @@ t.test('a TOTP step is claimed once, also by concurrent logins and after a resta
 })
 
 t.test('a file that is not a users file is an error, not an empty store', async (t) => {
-  const path = join(mkdtempSync(join(tmpdir(), 'bastion-store-')), 'users.json')
+  const path = join(scratchDir(), 'users.json')
   writeFileSync(path, '{"hello": 1}', { mode: 0o600 })
   await t.rejects(createFileStore(path).find('x'), { code: 'BASTION_ERR_USER_STORE' })
   writeFileSync(path, 'not json', { mode: 0o600 })
@@ -64,7 +66,7 @@ t.test('a file that is not a users file is an error, not an empty store', async 
 })
 
 t.test('addMany adds every user or none', async (t) => {
-  const dir = mkdtempSync(join(tmpdir(), 'bastion-store-'))
+  const dir = scratchDir()
   t.teardown(() => { rmSync(dir, { recursive: true, force: true }) })
   const path = join(dir, 'users.json')
   const s = createFileStore(path)

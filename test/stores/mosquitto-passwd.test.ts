@@ -1,17 +1,19 @@
 import t from 'tap'
 import { execFileSync } from 'node:child_process'
-import { appendFileSync, chmodSync, mkdtempSync, readFileSync, statSync, writeFileSync } from 'node:fs'
-import { tmpdir } from 'node:os'
+import { appendFileSync, chmodSync, readFileSync, statSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { MOSQUITTO_DUMMY_HASH, isMosquittoHash, verifyMosquittoHash } from '../../src/crypto/mosquitto-hash.js'
 import { MOSQUITTO_PASSWD_READ_ONLY, createMosquittoPasswdStore } from '../../src/stores/mosquitto-passwd.js'
+import { scratch } from '../helpers/scratch.js'
+
+const scratchDir = scratch('bastion-mosq-pw-')
 
 // Written once by mosquitto_passwd 2.0.11 ('correct horse' / -H sha512 'battery staple').
 const H7 = '$7$101$j0ok0rpuCaVWrDpF$4XzsRwobkDRZBsVNZhX7n+Kyf6L2p+9CS54AThpXhmF99WuoLtTvYaJNMl82jLinmqld0hu874ATM49Xc/PkrQ=='
 const H6 = '$6$cvz6T4W1VP/ZsBnw$RvhQXYaGZnLgflPEX01qOjEvlMuF9HegjoxPVD/Bz9wDQoA1GAfcTiZTAlpu6Zg6MtHQyTxAlfKMDKVLPVtaBQ=='
 const SECRET = 'JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP'
 
-const dir = (): string => mkdtempSync(join(tmpdir(), 'bastion-mosq-pw-'))
+const dir = (): string => scratchDir()
 
 function mosquittoPasswd (...args: string[]): void {
   execFileSync('mosquitto_passwd', args, { stdio: 'pipe', timeout: 10_000 })
