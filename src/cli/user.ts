@@ -14,11 +14,11 @@ import { readPassword } from './prompt.js'
 import { exportUsers, importUsers } from './user-bulk.js'
 
 export const USER_HELP = `Usage:
-  mqtt-bastion user add NAME [--password P] [--totp-secret BASE32] [--json] [--config FILE]
+  mqtt-bastion user add NAME [--password P] [--totp-secret BASE32] [--json | --qr] [--config FILE]
   mqtt-bastion user list [--json] [--config FILE]
   mqtt-bastion user disable|enable|remove NAME [--config FILE]
   mqtt-bastion user passwd NAME [--password P] [--config FILE]
-  mqtt-bastion user rotate-totp NAME [--totp-secret BASE32] [--json] [--config FILE]
+  mqtt-bastion user rotate-totp NAME [--totp-secret BASE32] [--json | --qr] [--config FILE]
   mqtt-bastion user otp NAME [--config FILE]
   mqtt-bastion user import FILE [--config FILE]
   mqtt-bastion user export [--config FILE]
@@ -30,8 +30,8 @@ and MQTT password = the base password: ${MIN_PASSWORD} characters to ${MAX_PASSW
 
   add           Creates NAME (letters, digits, _ . - ; at most 64). Without --password it
                 asks for one (hidden), or reads the first line of piped standard input.
-                Prints the TOTP secret, its otpauth:// URI and a QR code for an
-                authenticator app (--json: one JSON object instead).
+                Prints the TOTP secret, its otpauth:// URI and, on a terminal (or with
+                --qr), a QR code for an authenticator app (--json: one JSON object instead).
   list          Lists users and whether they are enabled.
   disable       Refuses NAME's next logins; enable undoes it. remove deletes NAME.
   passwd        Sets a new base password.
@@ -96,32 +96,36 @@ function secretFrom (flag: string | undefined): string {
   return secret
 }
 
-async function printSecret (out: (s: string) => void, user: string, secret: string, json: boolean, verb: string): Promise<void> {
+async function printSecret (out: (s: string) => void, user: string, secret: string, json: boolean, drawQr: boolean, verb: string): Promise<void> {
   const uri = otpauthUri(user, secret)
   if (json) {
     out(JSON.stringify({ user, totpSecret: secret, otpauthUri: uri }) + '\n')
     return
   }
-  const qr = await QRCode.toString(uri, { type: 'terminal', small: true })
-  out(`${verb} ${user}\nTOTP secret: ${secret}\notpauth URI: ${uri}\n${qr}\n`)
+  // Drawn with colour escapes and block characters: only for a terminal (or when asked), never
+  // into a log file or a pipe.
+  const qr = drawQr ? `${await QRCode.toString(uri, { type: 'terminal', small: true })}\n` : '(QR code: run this on a terminal, or add --qr)\n'
+  out(`${verb} ${user}\nTOTP secret: ${secret}\notpauth URI: ${uri}\n${qr}`)
 }
 
 export async function userCommand (argv: string[], out: (s: string) => void): Promise<void> {
   const [sub, ...rest] = argv
   if (sub === undefined || sub === '--help' || sub === '-h') { out(USER_HELP); return }
   const { values, positionals } = parse(rest, {
-    config: { type: 'string' }, password: { type: 'string' }, 'totp-secret': { type: 'string' }, json: { type: 'boolean' }
+    config: { type: 'string' }, password: { type: 'string' }, 'totp-secret': { type: 'string' }, json: { type: 'boolean' }, qr: { type: 'boolean' }
   })
   if (values.help === true) { out(USER_HELP); return }
   const json = values.json === true
+  if (json && values.qr === true) throw new UsageError('--json and --qr do not go together')
+  const qr = values.qr === true || process.stdout.isTTY === true
   const allowed: Record<string, string[]> = {
-    add: ['config', 'password', 'totp-secret', 'json'],
+    add: ['config', 'password', 'totp-secret', 'json', 'qr'],
     list: ['config', 'json'],
     disable: ['config'],
     enable: ['config'],
     remove: ['config'],
     passwd: ['config', 'password'],
-    'rotate-totp': ['config', 'totp-secret', 'json'],
+    'rotate-totp': ['config', 'totp-secret', 'json', 'qr'],
     otp: ['config'],
     import: ['config'],
     export: ['config']
@@ -160,7 +164,7 @@ export async function userCommand (argv: string[], out: (s: string) => void): Pr
         const secret = secretFrom(stringFlag(values, 'totp-secret'))
         const password = await passwordFrom(stringFlag(values, 'password'))
         await store.add({ username: name, passwordHash: bcrypt.hashSync(password, BCRYPT_COST), totpSecret: secret, enabled: true, createdAt: new Date().toISOString() })
-        await printSecret(out, name, secret, json, 'added user')
+        await printSecret(out, name, secret, json, qr, 'added user')
         return
       }
       case 'disable':
@@ -183,7 +187,7 @@ export async function userCommand (argv: string[], out: (s: string) => void): Pr
         await requireUser(store, name)
         const secret = secretFrom(stringFlag(values, 'totp-secret'))
         await store.update(name, { totpSecret: secret })
-        await printSecret(out, name, secret, json, 'new TOTP secret for')
+        await printSecret(out, name, secret, json, qr, 'new TOTP secret for')
         return
       }
       case 'otp': {

@@ -52,7 +52,7 @@ t.test('certs init writes a CA and a server certificate with private keys', asyn
   t.equal(again.stderr.trim().split('\n').length, 1, 'one line')
 })
 
-t.test('user add prints the secret, an otpauth URI and a QR code', async (t) => {
+t.test('user add prints the secret, an otpauth URI and a QR code only on a terminal or with --qr', async (t) => {
   writeFileSync(cfg, [
     'listeners:',
     '  - type: tls',
@@ -69,7 +69,14 @@ t.test('user add prints the secret, an otpauth URI and a QR code', async (t) => 
   t.equal(r.code, 0, r.stderr)
   t.match(r.stdout, /TOTP secret: [A-Z2-7]{32}/)
   t.match(r.stdout, /otpauth:\/\/totp\/mqtt-bastion:alice\?secret=[A-Z2-7]+&issuer=mqtt-bastion/)
-  t.match(r.stdout, /[▀▄█]/, 'a QR code drawn with block characters')
+  t.notMatch(r.stdout, /[▀▄█]|\u001b/, 'into a pipe: no QR code and no colour escapes')
+  t.match(r.stdout, /QR code: run this on a terminal, or add --qr/)
+  const qr = await cli('user', 'rotate-totp', 'alice', '--qr', '--config', cfg)
+  t.match(qr.stdout, /[▀▄█]/, '--qr: a QR code drawn with block characters')
+  // On a terminal (a pseudo-terminal from util-linux's script), drawn without being asked.
+  const tty = spawnSync('script', ['-qec', `${process.execPath} ${CLI} user rotate-totp alice --config ${cfg}`, '/dev/null'], { cwd: dir, encoding: 'utf8', timeout: 30_000, env: { ...process.env, BASTION_CONFIG: '' } })
+  t.equal(tty.status, 0, tty.stderr)
+  t.match(tty.stdout, /[▀▄█]/, 'on a terminal: the QR code')
   t.equal(statSync(join(dir, 'data', 'users.json')).mode & 0o777, 0o600)
   for (const u of ['bob', 'carol']) {
     const j = await cli('user', 'add', u, '--password', `${u}-password`, '--json', '--config', cfg)
