@@ -32,7 +32,9 @@ const LISTEN_BACKLOG = 4096
 export async function bind (server: Server, type: 'tls' | 'tcp', host: string, port: number): Promise<Listener> {
   await new Promise<void>((resolve, reject) => {
     const onError = (err: NodeJS.ErrnoException): void => {
-      reject(new BastionError('BASTION_ERR_LISTEN', `cannot listen on ${host}:${port} (${type}): ${err.code ?? err.message}`))
+      const hint = err.code === 'EADDRINUSE' ? ': another program (another broker, Mosquitto?) holds that port; stop it or set another listeners[].port'
+        : err.code === 'EACCES' ? ': ports below 1024 need privileges; use 8883 or a capability' : ''
+      reject(new BastionError('BASTION_ERR_LISTEN', `cannot listen on ${host}:${port} (${type}): ${err.code ?? err.message}${hint}`))
     }
     server.once('error', onError)
     // A fleet reconnecting at once (after an outage) sends thousands of SYNs together; Node's

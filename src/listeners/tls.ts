@@ -1,6 +1,7 @@
 import { constants } from 'node:crypto'
 import { readFileSync } from 'node:fs'
 import { createServer as createNetServer } from 'node:net'
+import { dirname } from 'node:path'
 import { createSecureContext, createServer, type SecureContextOptions, type TLSSocket } from 'node:tls'
 import { DEFAULT_TLS_CIPHERS, type TlsListenerConfig } from '../config/schema.js'
 import { BastionError } from '../errors.js'
@@ -13,7 +14,10 @@ function read (path: string, what: string): Buffer {
   try {
     return readFileSync(path)
   } catch (err) {
-    throw new BastionError('BASTION_ERR_CERTS', `cannot read TLS ${what} ${path}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`)
+    const code = (err as NodeJS.ErrnoException).code ?? String(err)
+    // Relative paths in a config file resolve against its own folder, not the working directory.
+    const hint = code === 'ENOENT' ? `; create the CA and server certificate with: mqtt-bastion certs init --out ${dirname(path)}` : ''
+    throw new BastionError('BASTION_ERR_CERTS', `cannot read TLS ${what} ${path}: ${code}${hint}`)
   }
 }
 

@@ -1,5 +1,6 @@
 // The TLS listener: versions, client certificates, and refusing to run with exposed keys.
 import t from 'tap'
+import { createServer as createNetServer, type AddressInfo } from 'node:net'
 import { chmodSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { connect as tlsConnect } from 'node:tls'
@@ -102,7 +103,7 @@ t.test('the broker refuses to start when the TLS key or the user store is readab
 t.test('missing certificate files are named; development certificates are made only when asked', async (t) => {
   const dir = scratchDir()
   const config = parseConfig({ listeners: [{ type: 'tls', host: '127.0.0.1', port: 0 }], log: { level: 'silent' } }, dir)
-  await t.rejects(createBastion(config), { code: 'BASTION_ERR_CERTS', message: /server\.crt/ })
+  await t.rejects(createBastion(config), { code: 'BASTION_ERR_CERTS', message: /server\.crt: ENOENT; create the CA and server certificate with: mqtt-bastion certs init --out \// })
   const dev = parseConfig({ listeners: [{ type: 'tls', host: '127.0.0.1', port: 0 }], log: { level: 'silent' }, devCertificates: true }, dir)
   const b = await createBastion(dev)
   t.teardown(() => b.close())
@@ -116,3 +117,14 @@ function createFileStoreFile (dir: string): string {
   writeFileSync(path, JSON.stringify({ version: 1, users: [] }))
   return path
 }
+
+t.test('a port in use is named with a hint, and the broker does not start', async (t) => {
+  const dir = scratchDir()
+  await initCertificates({ outDir: join(dir, 'certs') })
+  const squatter = createNetServer()
+  await new Promise<void>((resolve) => squatter.listen(0, '127.0.0.1', resolve))
+  t.teardown(() => squatter.close())
+  const port = (squatter.address() as AddressInfo).port
+  const config = parseConfig({ listeners: [{ type: 'tls', host: '127.0.0.1', port }], log: { level: 'silent' } }, dir)
+  await t.rejects(createBastion(config), { code: 'BASTION_ERR_LISTEN', message: new RegExp(`cannot listen on 127\\.0\\.0\\.1:${port} \\(tls\\): EADDRINUSE: another program .* holds that port`) })
+})
