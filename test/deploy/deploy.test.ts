@@ -74,6 +74,9 @@ t.test('every COPY source exists in the repository and is not excluded from the 
     }
   }
   for (const p of ['node_modules', 'dist', '.git', 'data', 'certs', '.tap']) t.ok(isIgnored(p), `${p} is kept out of the context`)
+  // The classic builder ignores docker/Dockerfile.dockerignore and reads the context root's.
+  const rootIgnored = read('.dockerignore').split('\n').map((l) => l.trim()).filter((l) => l !== '' && !l.startsWith('#'))
+  t.same(rootIgnored, ignored, '.dockerignore at the root lists the same paths, for the classic builder')
 })
 
 t.test('the runtime stage takes dist/ from the tsc stage and node_modules from the stage that compiles the native addon', async (t) => {
