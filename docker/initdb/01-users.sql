@@ -1,6 +1,6 @@
 -- Run once by the mariadb image on its first start (empty data volume), as root, inside the
 -- database named by MARIADB_DATABASE (iot), which the image also grants to MARIADB_USER.
--- The table of README "MySQL / MariaDB user store". The optional columns (enabled, last_step,
+-- The table of docs/mysql.md. The optional columns (enabled, last_step,
 -- created_at) are added by `docker compose -f docker/compose.yaml run --rm broker db migrate`.
 CREATE TABLE users (
   id INT AUTO_INCREMENT PRIMARY KEY,

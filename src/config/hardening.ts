@@ -1,4 +1,4 @@
-// The limits a broker exposed to the internet needs, each with a safe default (README: Security model).
+// The limits a broker exposed to the internet needs, each with a safe default (docs/security.md).
 import { fail, int, object, oneOf, type Raw } from './fields.js'
 
 /** Brute-force lockout: failed logins counted per account and per source address. */

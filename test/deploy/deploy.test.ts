@@ -202,9 +202,9 @@ function columns (sql: string): string[] {
   return body.split(',').map((c) => c.split(' ')[0] ?? '')
 }
 
-t.test('the init SQL creates the users table of the README', async (t) => {
-  const readme = /```sql\n(CREATE TABLE users \([\s\S]*?\);)\n```/.exec(read('README.md'))?.[1]
-  t.ok(readme, 'README has the table')
+t.test('the init SQL creates the users table of docs/mysql.md', async (t) => {
+  const readme = /```sql\n(CREATE TABLE users \([\s\S]*?\);)\n```/.exec(read('docs/mysql.md'))?.[1]
+  t.ok(readme, 'docs/mysql.md has the table')
   const init = read('docker/initdb/01-users.sql')
   const stmt = /CREATE TABLE users \([\s\S]*?\);/.exec(init)?.[0] ?? ''
   t.same(columns(stmt), columns(readme ?? ''), 'same columns in the same order')
