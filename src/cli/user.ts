@@ -82,6 +82,11 @@ function checkName (name: string): string {
 
 async function passwordFrom (flag: string | undefined): Promise<string> {
   const password = flag ?? await readPassword('Password: ')
+  // Nothing on a standard input that is not a terminal (cron, a script, </dev/null): say what
+  // was expected rather than "too short".
+  if (flag === undefined && password === '' && process.stdin.isTTY !== true) {
+    throw new BastionError('BASTION_ERR_INVALID_INPUT', 'no password: give --password P, or pipe it on standard input (printf \'%s\\n\' "$PASSWORD" | mqtt-bastion user ...)')
+  }
   const problem = passwordProblem(password)
   if (problem !== undefined) throw new BastionError('BASTION_ERR_INVALID_INPUT', problem)
   return password

@@ -45,3 +45,11 @@ t.test('user import refuses a password over 72 bytes and accepts 72', async (t) 
   const ben = JSON.parse((await cli(dir, ['user', 'export'])).stdout)
   t.ok(bcrypt.compareSync(EURO_72, ben.passwordHash), 'import stored the 72-byte password')
 })
+
+t.test('user add with nothing on a piped standard input says what it expected, not "too short"', async (t) => {
+  const dir = cliFolder(root, 'empty')
+  const r = await cli(dir, ['user', 'add', 'ben'], '')
+  t.equal(r.code, 1)
+  t.match(r.stderr, /^mqtt-bastion: no password: give --password P, or pipe it on standard input/)
+  t.equal((await cli(dir, ['user', 'list'])).stdout, 'no users\n', 'nobody was added')
+})
