@@ -19,8 +19,9 @@ const passwords: PasswordPool = { verify: async (p, h) => { hashes.push(h); retu
 const store = createFileStore(join(scratchDir(), 'users.json'))
 const secret = newSecret()
 await store.add({ username: 'alice', passwordHash: bcrypt.hashSync('pass-word-1', 4), totpSecret: secret, enabled: true, createdAt: '' })
-// bob's codes are used up by the ordering tests; alice's by the rest.
+// bob's and dora's codes are used up by the ordering tests; alice's by the rest.
 await store.add({ username: 'bob', passwordHash: bcrypt.hashSync('pass-word-1', 4), totpSecret: secret, enabled: true, createdAt: '' })
+await store.add({ username: 'dora', passwordHash: bcrypt.hashSync('pass-word-1', 4), totpSecret: secret, enabled: true, createdAt: '' })
 const deps = { store, passwords, totp: { window: 1, replayProtection: true, required: true } }
 const pw = Buffer.from('pass-word-1')
 
@@ -36,7 +37,8 @@ t.test('a wrong code, an unknown user or a replayed code never reaches the passw
   t.match(await login(deps, `bob|${wrong}`, pw), { ok: false, reason: 'bad_otp', user: 'bob' })
   t.match(await login(deps, `mallory|${currentCode(secret)}`, pw), { ok: false, reason: 'unknown_user', user: 'mallory' })
   t.match(await login(deps, 'bob|12345x', pw), { ok: false, reason: 'malformed_username' })
-  const used = currentCode(secret, Date.now() - 30_000)
+  // The next step's code: valid for 30 s or more, so the replay below cannot fall out of the window.
+  const used = currentCode(secret, Date.now() + 30_000)
   t.match(await login(deps, `bob|${used}`, pw), { ok: true })
   t.equal(hashes.length, 1, 'only the valid login ran bcrypt')
   t.match(await login(deps, `bob|${used}`, Buffer.from('any-guess-at-all')), { ok: false, reason: 'replayed_otp' })
@@ -44,10 +46,10 @@ t.test('a wrong code, an unknown user or a replayed code never reaches the passw
 })
 
 t.test('the cheap phase settles wrong codes; a valid code leaves a password check with the code\'s deadline', async (t) => {
-  const wrong = await screen(deps, 'bob|000000', pw)
+  const wrong = await screen(deps, 'dora|000000', pw)
   t.ok('result' in wrong && !wrong.result.ok)
   const now = Date.now()
-  const s = await screen(deps, `bob|${currentCode(secret, now + 30_000)}`, pw)
+  const s = await screen(deps, `dora|${currentCode(secret, now + 30_000)}`, pw)
   if (!('verify' in s)) return t.fail('a valid code must leave the password check')
   // The code of the next step stays valid through the step after it (window 1).
   t.equal(s.deadline, (Math.floor(now / 30_000) + 3) * 30_000)
