@@ -16,10 +16,10 @@ export interface SubscribeBucket {
 
 /**
  * Two token buckets refilled continuously (`now` in milliseconds, monotonic): one for packets,
- * one for what they carry. A client that starts full may send one second's worth at once, then
- * at most the rate on average.
+ * one for what they carry, reporting which ran out by the names given. A client that starts
+ * full may send one second's worth at once, then at most the rate on average.
  */
-function createBuckets (perSecond: number, unitsPerSecond: number, now: number): { take (units: number, t: number): 'count' | 'units' | undefined } {
+function createBuckets<C extends string, U extends string> (perSecond: number, unitsPerSecond: number, now: number, names: readonly [C, U]): { take (units: number, t: number): C | U | undefined } {
   let count = perSecond
   let units = unitsPerSecond
   let last = now
@@ -29,8 +29,8 @@ function createBuckets (perSecond: number, unitsPerSecond: number, now: number):
       last = t
       count = Math.min(perSecond, count + elapsed * perSecond)
       units = Math.min(unitsPerSecond, units + elapsed * unitsPerSecond)
-      if (count < 1) return 'count'
-      if (units < size) return 'units'
+      if (count < 1) return names[0]
+      if (units < size) return names[1]
       count -= 1
       units -= size
       return undefined
@@ -39,22 +39,10 @@ function createBuckets (perSecond: number, unitsPerSecond: number, now: number):
 }
 
 export function createPublishBucket (rate: PublishRate, now: number): PublishBucket {
-  const b = createBuckets(rate.messages, rate.bytes, now)
-  return {
-    take (bytes, t) {
-      const over = b.take(bytes, t)
-      return over === undefined ? undefined : over === 'count' ? 'messages' : 'bytes'
-    }
-  }
+  return createBuckets(rate.messages, rate.bytes, now, ['messages', 'bytes'] as const)
 }
 
 /** A packet with more filters than `rate.filters` is always over the rate. */
 export function createSubscribeBucket (rate: SubscribeRate, now: number): SubscribeBucket {
-  const b = createBuckets(rate.packets, rate.filters, now)
-  return {
-    take (filters, t) {
-      const over = b.take(filters, t)
-      return over === undefined ? undefined : over === 'count' ? 'packets' : 'filters'
-    }
-  }
+  return createBuckets(rate.packets, rate.filters, now, ['packets', 'filters'] as const)
 }
