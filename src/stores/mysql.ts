@@ -15,6 +15,9 @@ export interface MysqlStore extends UserStore {
   readonly pool: Pool
 }
 
+// mysql2's error when `queueLimit` queries already wait for a pooled connection.
+const POOL_QUEUE_FULL = 'Queue limit reached.'
+
 // How long a table's shape is trusted before it is read again (db migrate on a live broker).
 const SHAPE_TTL_MS = 60_000
 
@@ -94,6 +97,12 @@ export function createMysqlStore (cfg: MysqlStoreConfig, log: Logger): MysqlStor
       } catch (err) {
         // The statement's own fault (a duplicate key) is an answer, not an outage.
         if ((err as { code?: string }).code === 'ER_DUP_ENTRY') throw err
+        // Every pooled connection busy and the pool's own queue full: the database answers,
+        // we are asking too much at once (a login flood now looks users up before any bcrypt
+        // slot). Busy (0x89, retry), not an outage that refuses everyone and is logged as one.
+        if ((err as Error).message === POOL_QUEUE_FULL) {
+          throw new BastionError('BASTION_ERR_BUSY', `mysql ${cfg.host}:${cfg.port}/${cfg.database}: ${cfg.poolSize} connections busy and ${cfg.poolSize * 4} queries waiting (auth.store.poolSize)`)
+        }
         lastErr = err
         // A connection the server dropped (restart) fails once; a fresh one may work.
         if (!isConnectionError(err)) break

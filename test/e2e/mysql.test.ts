@@ -176,6 +176,30 @@ t.test('the CLI manages users in MySQL with the same commands', async (t) => {
   t.match((await cli('user', 'remove', 'cliuser')).stderr, /no such user/)
 })
 
+t.test('a flood of wrong codes from 40 addresses fills a one-connection pool: busy (0x89), never an outage, and the device logs in after', async (t) => {
+  const h = await startHarness({ auth: { store: { ...storeConfig, poolSize: 1 }, lockout: { maxFailuresPerIp: 0, maxFailuresPerUser: 0 } } })
+  t.teardown(() => h.close())
+  const secret = await insertUser('flooded')
+  h.knowSecret('flooded', secret)
+  // The table is write-locked for 1 s (less than queryTimeout): lookups wait, the one pooled
+  // connection and its queue of 4 fill, and the rest of the flood meets a full pool.
+  const locker = await mysql.createConnection(url)
+  t.teardown(async () => { await locker.end() })
+  await locker.query('LOCK TABLES users WRITE')
+  const unlock = setTimeout(() => { locker.query('UNLOCK TABLES').catch(() => {}) }, 1000)
+  const answers = await Promise.all(Array.from({ length: 120 }, async (_, i) => await h.refused({
+    username: `${i % 2 === 0 ? 'flooded' : `nobody${i}`}|000000`, password: 'guess', clientId: `flood-${i}`, localAddress: `127.0.0.${2 + (i % 40)}`
+  } as any)))
+  clearTimeout(unlock)
+  await locker.query('UNLOCK TABLES')
+  t.ok(answers.includes(0x89), 'the flood did fill the pool')
+  t.ok(answers.every((a) => a === 0x86 || a === 0x89), `only 0x86 and 0x89 (${[...new Set(answers)].join(', ')})`)
+  t.same(events(h, 'store.unavailable'), [], 'a full pool is not logged as an outage')
+  t.notOk(answers.includes(0x88), 'and never answered as one')
+  const c = await h.connect('flooded')
+  t.ok(c.connected, 'the device logs in once the flood is over')
+})
+
 t.test('database down: new logins get 0x88 / 3, connected clients keep working, recovery needs no restart', async (t) => {
   if (!db.canRestart) throw new Error('this test stops and restarts MariaDB: unset MYSQL_URL so the harness starts its own server')
   const secret = await insertUser('outage1')
