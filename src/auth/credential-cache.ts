@@ -16,7 +16,6 @@ export interface CredentialCache {
   remember (record: UserRecord, password: Buffer): void
   /** Forgets an account (revocation). */
   forget (user: string): void
-  clear (): void
   readonly size: number
 }
 
@@ -72,9 +71,6 @@ export function createCredentialCache (opts: CredentialCacheOptions): Credential
     },
     forget (user) {
       entries.delete(user.toLowerCase())
-    },
-    clear () {
-      entries.clear()
     },
     get size () { return entries.size }
   }

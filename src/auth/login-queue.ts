@@ -1,6 +1,6 @@
-import { availableParallelism } from 'node:os'
 import type { LoginQueueConfig } from '../config/hardening.js'
 import { BastionError } from '../errors.js'
+import { passwordPoolSize } from '../crypto/password-pool.js'
 import type { Authenticator, LoginRequest } from './authenticator.js'
 
 export interface LoginQueueOptions extends LoginQueueConfig {
@@ -29,11 +29,6 @@ interface Waiter { resolve: () => void; reject: (err: Error) => void; timer?: No
 // A login told "busy" this long before its code expires still has time to retry with it.
 const EXPIRY_MARGIN_MS = 1000
 
-/** The password pool's default size (createPasswordPool): one worker per core, at most 4. */
-function poolSize (workers: number): number {
-  return workers > 0 ? workers : Math.min(4, Math.max(1, availableParallelism()))
-}
-
 /**
  * A bounded queue in front of the password check (bcrypt; for authenticators without a cheap
  * first phase, the whole login). A storm of CONNECTs waits here in order instead of piling onto
@@ -44,7 +39,7 @@ function poolSize (workers: number): number {
  */
 export function createLoginQueue (opts: LoginQueueOptions): LoginQueue {
   // Two per worker keeps every worker busy while the next login does its store lookup.
-  const concurrency = opts.concurrency > 0 ? opts.concurrency : 2 * poolSize(opts.workers)
+  const concurrency = opts.concurrency > 0 ? opts.concurrency : 2 * passwordPoolSize(opts.workers)
   let active = 0
   // A Set keeps insertion order: the first waiter is the oldest.
   const waiting = new Set<Waiter>()
