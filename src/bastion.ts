@@ -1,7 +1,7 @@
 import type { EventEmitter } from 'node:events'
 import { existsSync } from 'node:fs'
 import { dirname, join } from 'node:path'
-import { Aedes } from './engine/aedes.js'
+import { Aedes, type EngineOptions } from './engine/aedes.js'
 import type { Socket } from 'node:net'
 import { createHooks } from './auth/hooks.js'
 import type { Authenticator } from './auth/authenticator.js'
@@ -224,11 +224,14 @@ export async function createBastion (config: BastionConfig, opts: BastionOptions
     // config.limits: checked before the auth hooks see a packet, and aedes' own limits set.
     const report = createLimitReporter({ log: log.child({ module: 'limits' }), ...eventSink })
     const guards = createGuards(hooks.options, { limits: config.limits, report, log: log.child({ module: 'auth' }), identityOf: hooks.identityOf, loginFailed: hooks.loginFailed, ...eventSink })
-    broker = await Aedes.createBroker({
+    const engineOptions: EngineOptions = {
       ...guards.options,
+      // A refused 3.1.1 PUBLISH: acknowledged and dropped, or the connection closed (patch 0014).
+      unauthorizedPublishV3: config.acl.deniedPublishV311,
       // Caps what a DISCONNECT may set too (a CONNECT's request is capped by the hooks).
       ...(config.sessions.maxExpiry > 0 ? { sessionExpiryIntervalLimit: config.sessions.maxExpiry } : {})
-    })
+    }
+    broker = await Aedes.createBroker(engineOptions)
     hooks.attach(broker)
     guards.attach(broker)
     const connections = createConnectionLimiter(config.limits, report)

@@ -142,6 +142,13 @@ export interface BastionConfig {
     readonly file?: string
     /** mosquitto-acl only: `$SYS` topics are reachable when the file grants them and this is true. */
     readonly allowSys: boolean
+    /**
+     * An MQTT 3.1.1 PUBLISH the policy refuses (3.1.1 has no reason codes): `acknowledge` answers
+     * it as if it went through and drops it, keeping the connection (Mosquitto's way, the default
+     * under mosquitto-acl); `disconnect` closes the connection (the default otherwise). MQTT 5
+     * clients always get PUBACK/PUBREC 0x87 and keep the connection.
+     */
+    readonly deniedPublishV311: 'acknowledge' | 'disconnect'
   }
   readonly sessions: { readonly maxExpiry: number }
   readonly will: { readonly serverWill: boolean }
@@ -394,7 +401,7 @@ export function parseConfig (doc: unknown, base: string, opts: { devCertificates
   for (const [i, pre] of prefixes.entries()) {
     if (typeof pre !== 'string' || pre.length === 0) fail(`auth.clientIdPrefixes[${i}]`, 'must be a non-empty string')
   }
-  const acl = object(root.acl, 'acl', ['policy', 'metrics', 'file', 'allowSys'])
+  const acl = object(root.acl, 'acl', ['policy', 'metrics', 'file', 'allowSys', 'deniedPublishV311'])
   const policy = oneOf(acl, 'policy', 'acl.policy', 'metrics', ['metrics', 'mosquitto-acl', 'http'] as const)
   if (policy === 'mosquitto-acl' && acl.file === undefined) fail('acl.file', 'is required with policy mosquitto-acl')
   if (policy !== 'mosquitto-acl' && acl.file !== undefined) fail('acl.file', 'is only used with policy mosquitto-acl')
@@ -430,7 +437,9 @@ export function parseConfig (doc: unknown, base: string, opts: { devCertificates
       policy,
       metrics: Object.freeze({ prefix, leaves: Object.freeze([...leaves as string[]]) }),
       ...(acl.file === undefined ? {} : { file: resolve(base, str(acl, 'file', 'acl.file')) }),
-      allowSys: bool(acl, 'allowSys', 'acl.allowSys', false)
+      allowSys: bool(acl, 'allowSys', 'acl.allowSys', false),
+      deniedPublishV311: oneOf(acl, 'deniedPublishV311', 'acl.deniedPublishV311',
+        policy === 'mosquitto-acl' ? 'acknowledge' : 'disconnect', ['acknowledge', 'disconnect'] as const)
     }),
     sessions: Object.freeze({ maxExpiry: int(sessions, 'maxExpiry', 'sessions.maxExpiry', 0, 0, 0xFFFFFFFF) }),
     will: Object.freeze({ serverWill: bool(will, 'serverWill', 'will.serverWill', true) }),

@@ -3,7 +3,8 @@
 // package.json "imports" (#aedes) instead of `aedes` keeps the fixes wherever this package is
 // installed, even where npm hoists or dedupes an unpatched aedes beside it.
 import { readFileSync } from 'node:fs'
-import type { Aedes as AedesBroker } from 'aedes'
+import type { Aedes as AedesBroker, AedesOptions, Client } from 'aedes'
+import type { Packet } from 'mqtt-packet'
 import * as patched from '#aedes'
 
 /** Which aedes release the engine is and which of our patches it carries, in order. */
@@ -17,3 +18,12 @@ export const ENGINE: EnginePatches = Object.freeze(
 // one set of aedes types serves the whole code base.
 export const Aedes = patched.Aedes as unknown as typeof AedesBroker
 export type Aedes = AedesBroker
+
+/** Options our patches add (the upstream declarations do not know them). */
+export interface PatchOptions {
+  /** patches/aedes/0012: every packet, in order, before it is handled; false drops it. */
+  screenPacket?: ((client: Client, packet: Packet) => boolean) | null
+  /** patches/aedes/0014: a refused 3.1.1 PUBLISH is acknowledged and dropped, or closes the connection. */
+  unauthorizedPublishV3?: 'acknowledge' | 'disconnect'
+}
+export type EngineOptions = Partial<AedesOptions> & PatchOptions

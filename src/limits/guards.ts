@@ -1,6 +1,7 @@
 import { performance } from 'node:perf_hooks'
 import type { Socket } from 'node:net'
 import type { Aedes, AedesOptions, Client, ConnectPacket, PublishPacket } from 'aedes'
+import type { EngineOptions } from '../engine/aedes.js'
 import type { Packet } from 'mqtt-packet'
 import type { HookEvent } from '../auth/hooks.js'
 import type { LimitsConfig } from '../config/hardening.js'
@@ -28,7 +29,7 @@ export interface GuardOptions {
 
 export interface Guards {
   /** aedes options: the broker's own limits plus the given hooks wrapped by ours. */
-  readonly options: Partial<AedesOptions>
+  readonly options: EngineOptions
   /** Logs the limits aedes enforces itself (packet size, CONNECT timeout). */
   attach (broker: Aedes): void
   /** Called for each socket handed to the broker. */
@@ -246,7 +247,7 @@ export function createGuards (inner: Partial<AedesOptions>, opts: GuardOptions):
     const size = topicSize(packet.topic)
     if (topicTooBig(size)) {
       report.hit('topic', client.id, 'warn', { ...who(client), action: 'publish', ...size }, 'publish refused: topic too long or too deep')
-      // As an ACL denial: v5 PUBACK 0x87 (QoS 0: dropped), 3.1.1 connection closed.
+      // As an ACL denial: v5 PUBACK 0x87 (QoS 0: dropped); 3.1.1 as acl.deniedPublishV311 says.
       done(new Error('topic exceeds limits'))
       return
     }
@@ -327,7 +328,7 @@ export function createGuards (inner: Partial<AedesOptions>, opts: GuardOptions):
 
   return {
     // screenPacket: every packet, in order, before aedes handles it (patches/aedes/0012).
-    options: { ...inner, ...aedesLimitOptions(limits), preConnect, screenPacket: admit, authenticate, authorizePublish, authorizeSubscribe, authorizeForward } as Partial<AedesOptions>,
+    options: { ...inner, ...aedesLimitOptions(limits), preConnect, screenPacket: admit, authenticate, authorizePublish, authorizeSubscribe, authorizeForward },
     attach,
     accept (socket) {
       // Read now: a socket aedes destroys (CONNECT timeout) no longer knows its peer.

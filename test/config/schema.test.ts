@@ -40,6 +40,7 @@ t.test('bad keys and values are refused with a message naming the key', async (t
     [{ acl: { file: 'acl' } }, /acl\.file: is only used with policy mosquitto-acl/],
     [{ acl: { allowSys: true } }, /acl\.allowSys: is only used with policy mosquitto-acl/],
     [{ acl: { policy: 'http' } }, /acl\.policy: http needs auth\.store\.type http/],
+    [{ acl: { deniedPublishV311: 'drop' } }, /acl\.deniedPublishV311: must be one of acknowledge, disconnect/],
     [{ auth: { totp: { required: false } } }, /auth\.totp\.required: the sqlite store always requires a TOTP code/],
     [{ auth: { store: { type: 'mosquitto-passwd', path: 'p' }, totp: { required: true } } }, /auth\.totp\.required: needs auth\.store\.totpFile/],
     [{ auth: { store: { type: 'mosquitto-passwd' } } }, /auth\.store\.path: must be a non-empty string/],
@@ -95,7 +96,9 @@ t.test('Mosquitto drop-in keys: password file store, acl file, client id prefixe
   t.same(c.auth.store, { type: 'mosquitto-passwd', path: '/etc/m/passwd', totpFile: '/etc/m/totp' })
   t.equal(c.auth.totp.required, false, 'password-file users log in without a code by default')
   t.same(c.auth.clientIdPrefixes, ['iot-'])
-  t.match(c.acl, { policy: 'mosquitto-acl', file: '/etc/m/acl', allowSys: true })
+  t.match(c.acl, { policy: 'mosquitto-acl', file: '/etc/m/acl', allowSys: true, deniedPublishV311: 'acknowledge' })
+  t.equal(parseConfig({}, '/etc/m').acl.deniedPublishV311, 'disconnect', 'the metrics policy closes a 3.1.1 client on a denied publish')
+  t.equal(parseConfig({ acl: { policy: 'mosquitto-acl', file: 'acl', deniedPublishV311: 'disconnect' } }, '/etc/m').acl.deniedPublishV311, 'disconnect')
   const withTotp = parseConfig({ auth: { store: { type: 'mosquitto-passwd', path: 'p', totpFile: 't' }, totp: { required: true } } }, '/etc/m')
   t.equal(withTotp.auth.totp.required, true)
   const http = parseConfig({ auth: { store: { type: 'http', url: 'http://127.0.0.1:5000/' } }, acl: { policy: 'http' } }, '/etc/m')
