@@ -17,6 +17,7 @@ import { createHttpAclPolicy } from './acl/http.js'
 import { createMetricsPolicy } from './acl/metrics.js'
 import { createMosquittoAclPolicy } from './acl/mosquitto-acl.js'
 import type { AclPolicy } from './acl/policy.js'
+import { cacheDecisions } from './acl/decision-cache.js'
 import { certificateExpiry, initCertificates } from './certs/issue.js'
 import type { BastionConfig, CertificateIdentity, ListenerConfig, TlsListenerConfig } from './config/schema.js'
 import { createPasswordPool } from './crypto/password-pool.js'
@@ -144,7 +145,8 @@ export async function createBastion (config: BastionConfig, opts: BastionOptions
     await store?.close()
   }
   try {
-    policy = POLICIES[config.acl.policy](config, { log, ...(backend === undefined ? {} : { backend }) })
+    // Per-message checks (publish, delivery) answered once per connection and topic: acl/decision-cache.ts.
+    policy = cacheDecisions(POLICIES[config.acl.policy](config, { log, ...(backend === undefined ? {} : { backend }) }))
   } catch (err) {
     await release()
     throw err
