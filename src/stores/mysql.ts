@@ -272,6 +272,12 @@ export function createMysqlStore (cfg: MysqlStoreConfig, log: Logger): MysqlStor
       shape = undefined
       await columns()
     },
+    /** SIGHUP: the table's columns (after `db migrate`) and every cached row are read again. */
+    async reload () {
+      shape = undefined
+      cache.clear()
+      await columns()
+    },
     async close () {
       await pool.end()
     }

@@ -59,8 +59,9 @@ async function broker (): Promise<Harness> {
   return h
 }
 
+let oldTable: Harness
 t.test('a row inserted by plain SQL with a Python-made bcrypt hash logs in over TLS (table without extras)', async (t) => {
-  const h = await broker()
+  const h = oldTable = await broker()
   h.knowSecret('pyuser', await insertUser('pyuser'))
   const c = await h.connect('pyuser')
   t.equal(c.connected, true)
@@ -83,6 +84,12 @@ t.test('db check reports the missing extras, db migrate adds them, a second migr
   t.match((await cli('db', 'check')).stdout, /all optional columns present/)
   const [rows] = await sql.query<any[]>('SELECT username, enabled FROM users WHERE username = ?', ['pyuser'])
   t.same(rows, [{ username: 'pyuser', enabled: 1 }], 'existing rows kept, enabled by default')
+  // The broker that started on the old table sees the new columns at SIGHUP's reload.
+  t.equal((await cli('user', 'disable', 'pyuser')).code, 0)
+  await oldTable.bastion.reload()
+  t.equal(await oldTable.refused({ username: `pyuser|${oldTable.code('pyuser', 1)}`, password: PASSWORD }), 0x86, 'a user disabled right after db migrate is refused after the reload')
+  t.match(events(oldTable, 'login.failed').at(-1), { reason: 'disabled_user' })
+  t.equal((await cli('user', 'enable', 'pyuser')).code, 0)
 })
 
 t.test('db check names what is wrong with a table that cannot work', async (t) => {
