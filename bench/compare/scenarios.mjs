@@ -1,0 +1,173 @@
+// One repetition against one broker: start it pinned, run every scenario, stop it. Each
+// measurement becomes one JSON line (emit) carrying the broker's CPU (share of its one core,
+// /proc/<pid>/stat) and the generator's (this process, all threads, share of ONE core; it has
+// `gen_cores` of them) over the same window: a broker near 100 % with a generator below its
+// cores means the broker set the pace.
+import { readdirSync, readFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { performance } from 'node:perf_hooks'
+import { loadavg } from 'node:os'
+import { PAIRS, brokerCpuSeconds, brokerRssKiB, brokerRunqWaitSeconds, startBroker, stopBroker, summariseLog } from './brokers.mjs'
+import { Generator } from './generator.mjs'
+
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms))
+const round = (x, d = 1) => Math.round(x * 10 ** d) / 10 ** d
+
+/** Seconds this process's threads (the generator) waited for a CPU while runnable, summed. */
+function genRunqWaitSeconds () {
+  let ns = 0
+  for (const tid of readdirSync('/proc/self/task')) {
+    try { ns += Number(readFileSync(`/proc/self/task/${tid}/schedstat`, 'utf8').split(' ')[1]) } catch {} // a thread may be gone
+  }
+  return ns / 1e9
+}
+
+/** Starts counting broker and generator CPU; the returned function reads the deltas. */
+function cpuMeter (pid) {
+  const b0 = brokerCpuSeconds(pid)
+  const w0 = brokerRunqWaitSeconds(pid)
+  const gw0 = genRunqWaitSeconds()
+  const g0 = process.cpuUsage()
+  const t0 = performance.now()
+  return () => {
+    const secs = (performance.now() - t0) / 1000
+    const g = process.cpuUsage(g0)
+    const brokerCpu = brokerCpuSeconds(pid) - b0
+    const genCpu = (g.user + g.system) / 1e6
+    return {
+      seconds: round(secs, 2),
+      broker_cpu_pct: round(brokerCpu / secs * 100),
+      gen_cpu_pct: round(genCpu / secs * 100),
+      broker_cpu_s: round(brokerCpu, 3),
+      gen_cpu_s: round(genCpu, 3),
+      // Share of the window the broker's main thread was runnable but not running: other
+      // processes on its core. Near 0 on a quiet machine.
+      broker_runq_wait_pct: round((brokerRunqWaitSeconds(pid) - w0) / secs * 100),
+      gen_runq_wait_pct: round((genRunqWaitSeconds() - gw0) / secs * 100),
+      loadavg_1m: round(loadavg()[0], 2)
+    }
+  }
+}
+
+function pct (xs, p) {
+  if (xs.length === 0) return null
+  const s = Float64Array.from(xs).sort()
+  return round(s[Math.min(s.length - 1, Math.floor(p / 100 * s.length))], 2)
+}
+
+/**
+ * CPU per unit of work (delivered message, connect), which contention on the machine disturbs
+ * far less than the rates; and the generator's headroom: how many times the broker's rate on a
+ * whole core of its own the generator could drive on all of its cores. Below 1, the generator
+ * would be the bottleneck on a quiet machine.
+ */
+function perUnit (m, units, genCores) {
+  if (!(units > 0)) return {}
+  const b = m.broker_cpu_s / units * 1e6
+  const g = m.gen_cpu_s / units * 1e6
+  return { broker_cpu_us_per_unit: round(b), gen_cpu_us_per_unit: round(g), gen_headroom: g > 0 ? round(genCores * b / g, 2) : null }
+}
+
+export async function runRepetition ({ kind, rep, opts, files, pin, emit }) {
+  const handle = await startBroker(kind, { cpu: pin.broker, logFile: join(files.dir, `${kind.key}-r${rep}.log`) })
+  const gen = new Generator({ workers: opts.workers, host: '127.0.0.1', port: handle.port, servername: 'localhost', ca: files.ca })
+  opts = { ...opts, genCores: pin.genCores }
+  const base = { bench: 'compare', broker: kind.key, label: kind.label, rep, gen_workers: opts.workers, gen_cores: pin.genCores }
+  const out = (line) => emit({ ...base, ...line })
+  try {
+    // Memory first, on the fresh process, so the baseline is not what earlier scenarios left.
+    await idleMemory({ kind, rep, opts, gen, handle, out })
+    await throughput({ kind, rep, opts, gen, handle, out })
+    await connectRate({ kind, rep, opts, gen, handle, out })
+  } finally {
+    await gen.close()
+    const exit = await stopBroker(handle)
+    out({ scenario: 'broker_log', exit, notable: summariseLog(handle) })
+  }
+}
+
+/** N idle TLS connections, logged in: (RSS after - RSS before) / N. */
+async function idleMemory ({ kind, rep, opts, gen, handle, out }) {
+  await sleep(1000)
+  const before = brokerRssKiB(handle.pid)
+  const meter = cpuMeter(handle.pid)
+  const r = await gen.spread('openIdle', kind.creds.idle(rep, opts.idle), 'creds', { concurrency: 16 })
+  const m = meter()
+  await sleep(opts.settleMs) // let the broker finish what the logins left behind (GC, log writes)
+  const after = brokerRssKiB(handle.pid)
+  out({
+    scenario: 'idle_memory', value: r.ok > 0 ? round((after - before) / r.ok, 2) : null, unit: 'KiB/connection',
+    connections: r.ok, failed: r.failed, rss_before_kib: before, rss_after_kib: after,
+    open_rate: round(r.ok / m.seconds), login_p50_ms: pct(r.ms, 50), ...m, ...perUnit(m, r.ok, opts.genCores)
+  })
+  await gen.all('closeIdle')
+}
+
+/** 8 publishers -> 8 subscribers: QoS 1 and QoS 0 at full speed, then QoS 1 latency at a fixed rate. */
+async function throughput ({ kind, rep, opts, gen, handle, out }) {
+  const opened = await gen.spread('openPairs', kind.creds.pairs(rep), 'list')
+  if (opened.ok !== PAIRS) {
+    out({ scenario: 'pairs', error: `only ${opened.ok}/${PAIRS} publisher/subscriber pairs connected`, failed: opened.failed })
+    await gen.all('closePairs')
+    return
+  }
+  out({ scenario: 'pairs', tls: opened.tls })
+  const loads = [
+    { scenario: 'qos1_throughput', qos: 1, rate: 0 },
+    { scenario: 'qos0_throughput', qos: 0, rate: 0 },
+    { scenario: 'qos1_latency', qos: 1, rate: opts.latencyRate / PAIRS }
+  ]
+  for (const l of loads) {
+    await gen.all('startLoad', { qos: l.qos, window: opts.window, rate: l.rate })
+    await sleep(opts.warmupMs)
+    const first = await gen.all('mark')
+    const meter = cpuMeter(handle.pid)
+    await sleep(opts.durationMs)
+    const last = await gen.all('mark')
+    const m = meter()
+    const stop = await gen.all('stopLoad')
+    const delivered = last.delivered - first.delivered
+    const common = {
+      qos: l.qos, window: opts.window, delivered, published: last.sent - first.sent,
+      undelivered_at_stop: stop.undelivered, unacked_at_stop: stop.unacked, window_stalls: stop.stalls, ...m, ...perUnit(m, delivered, opts.genCores)
+    }
+    if (l.rate === 0) {
+      out({ scenario: l.scenario, value: round(delivered / m.seconds, 0), unit: 'msg/s', ...common })
+    } else {
+      const lat = last.latencies ?? []
+      out({
+        scenario: l.scenario, unit: 'ms', offered_rate: opts.latencyRate, achieved_rate: round(delivered / m.seconds, 0),
+        p50_ms: pct(lat, 50), p90_ms: pct(lat, 90), p99_ms: pct(lat, 99), max_ms: pct(lat, 100), samples: lat.length, ...common
+      })
+    }
+  }
+  await gen.all('closePairs')
+}
+
+/**
+ * Connect cycles (full TLS handshake, CONNECT, CONNACK, DISCONNECT, close). Our full setup
+ * allows one login per user per TOTP step, so: a warm-up where N users log in once with this
+ * step's code (bcrypt, which fills auth.credentialCache), then the measured run where the same
+ * users log in with the next step's code (window 1 accepts it now; the cache skips bcrypt). And
+ * a small cold run with cost-12 hashes, which is bcrypt-bound by design.
+ */
+async function connectRate ({ kind, rep, opts, gen, handle, out }) {
+  const run = async (scenario, creds, concurrency, extra = {}) => {
+    const meter = cpuMeter(handle.pid)
+    const r = await gen.spread('connects', creds, 'creds', { concurrency })
+    const m = meter()
+    out({
+      scenario, value: round(r.ok / m.seconds), unit: 'connects/s', ok: r.ok, failed: r.failed,
+      connect_p50_ms: pct(r.ms, 50), connect_p99_ms: pct(r.ms, 99), concurrency: concurrency * opts.workers, ...extra, ...m, ...perUnit(m, r.ok, opts.genCores)
+    })
+  }
+  if (kind.key !== 'full') {
+    await run('connects', kind.creds.connects(rep, opts.connects), opts.connectConcurrency)
+    return
+  }
+  const step = kind.creds.step()
+  await run('connects_warmup', kind.creds.connects(rep, opts.connects, 'w', step), opts.connectConcurrency, { note: 'first login of each user: bcrypt cost 4' })
+  await run('connects', kind.creds.connects(rep, opts.connects, 'c', step + 1), opts.connectConcurrency, { note: 'credential cache hits (users logged in once before)' })
+  // All at once: the login queue takes 2 per bcrypt worker and queues the rest.
+  await run('connects_cold_bcrypt12', kind.creds.cold(rep, opts.cold), Math.ceil(opts.cold / opts.workers), { note: 'first login, bcrypt cost 12' })
+}
