@@ -1,8 +1,8 @@
 import { loadConfig } from '../config/load.js'
 import { BastionError } from '../errors.js'
 import { createStore } from '../stores/create.js'
-import { createLogger } from '../log.js'
 import { expectPositionals, parse, stringFlag, UsageError } from './args.js'
+import { cliStoreLogger } from './store-log.js'
 
 export const CLIENTID_HELP = `Usage:
   mqtt-bastion clientid list [USER] [--json] [--config FILE]
@@ -38,7 +38,7 @@ export async function clientIdCommand (argv: string[], out: (s: string) => void)
   const configFile = stringFlag(values, 'config')
   const { config } = loadConfig({ ...(configFile === undefined ? {} : { file: configFile }), env: process.env })
   if (config.auth.store.type === 'http') throw new BastionError('BASTION_ERR_INVALID_INPUT', 'auth.store is http: client id owners are kept in the broker\'s memory, not in a store this command can reach')
-  const store = createStore(config, createLogger({ level: 'silent' }))
+  const store = createStore(config, cliStoreLogger())
   try {
     const owners = store.clientIds
     if (owners === undefined) {

@@ -57,9 +57,22 @@ async function main (argv: string[]): Promise<void> {
   }
 }
 
-main(process.argv.slice(2)).catch((err: unknown) => {
+// Commands whose first argument is a subcommand (`user import`, `certs init`, ...).
+const WITH_SUBCOMMANDS = new Set(['certs', 'user', 'clientid', 'config', 'db', 'device'])
+const COMMANDS = new Set([...WITH_SUBCOMMANDS, 'start'])
+
+/** `user import` for `user import` (a usage error names the command it is about, and its help). */
+function commandOf (args: string[]): string | undefined {
+  const [cmd, sub] = args
+  if (cmd === undefined || !COMMANDS.has(cmd)) return undefined
+  return WITH_SUBCOMMANDS.has(cmd) && sub !== undefined && /^[a-z-]+$/.test(sub) ? `${cmd} ${sub}` : cmd
+}
+
+const argv = process.argv.slice(2)
+main(argv).catch((err: unknown) => {
   if (err instanceof UsageError) {
-    process.stderr.write(`mqtt-bastion: ${err.message}\n`)
+    const cmd = commandOf(argv)
+    process.stderr.write(cmd === undefined || err.message.includes('--help') ? `mqtt-bastion: ${err.message}\n` : `mqtt-bastion ${cmd}: ${err.message} (see mqtt-bastion ${cmd.split(' ')[0] ?? ''} --help)\n`)
     process.exitCode = 2
   } else if (isBastionError(err)) {
     process.stderr.write(`mqtt-bastion: ${err.message}\n`)

@@ -4,7 +4,6 @@ import { loadConfig } from '../config/load.js'
 import { codeForStep, isValidSecret, newSecret, otpauthUri, stepAt } from '../crypto/totp.js'
 import { BastionError } from '../errors.js'
 import { createStore } from '../stores/create.js'
-import { createLogger } from '../log.js'
 import type { UserRecord, UserStore } from '../stores/store.js'
 import type { BastionConfig } from '../config/schema.js'
 import { USERNAME_PATTERN } from '../types.js'
@@ -12,6 +11,7 @@ import { expectPositionals, parse, stringFlag, UsageError } from './args.js'
 import { BCRYPT_COST, MAX_PASSWORD_BYTES, MIN_PASSWORD, passwordProblem } from './password-rules.js'
 import { readPassword } from './prompt.js'
 import { exportUsers, importUsers } from './user-bulk.js'
+import { cliStoreLogger } from './store-log.js'
 
 export const USER_HELP = `Usage:
   mqtt-bastion user add NAME [--password P] [--totp-secret BASE32] [--json | --qr] [--config FILE]
@@ -55,8 +55,8 @@ and MQTT password = the base password: ${MIN_PASSWORD} characters to ${MAX_PASSW
 
 function openStore (configFile: string | undefined): { store: UserStore; config: BastionConfig } {
   const { config } = loadConfig({ ...(configFile === undefined ? {} : { file: configFile }), env: process.env })
-  // The CLI's store logs nothing: a failure reaches the user as one line on stderr instead.
-  return { store: createStore(config, createLogger({ level: 'silent' })), config }
+  // A failure reaches the user as one line on stderr; a users.json migration is told there too.
+  return { store: createStore(config, cliStoreLogger()), config }
 }
 
 /** The earliest step inside the accepted window that replay protection has not used up. */

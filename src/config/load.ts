@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs'
 import { dirname, resolve } from 'node:path'
 import { parse as parseYaml } from 'yaml'
 import { BastionError } from '../errors.js'
-import { parseConfig, type BastionConfig } from './schema.js'
+import { LOG_LEVELS, parseConfig, type BastionConfig } from './schema.js'
 
 export interface LoadOptions {
   /** `--config FILE`; falls back to env BASTION_CONFIG; with neither, defaults are used. */
@@ -38,7 +38,13 @@ function applyEnv (doc: unknown, env: NodeJS.ProcessEnv): unknown {
   if (!ENV_KEYS.some((k) => env[k] !== undefined)) return doc
   if (typeof doc !== 'object' || doc === null || Array.isArray(doc)) return doc // schema reports it
   const out = structuredClone(doc) as Record<string, any>
-  if (env.BASTION_LOG_LEVEL !== undefined) out.log = { ...out.log, level: env.BASTION_LOG_LEVEL }
+  if (env.BASTION_LOG_LEVEL !== undefined) {
+    // Checked here, so the message names the variable and not a config key the file never had.
+    if (!(LOG_LEVELS as readonly string[]).includes(env.BASTION_LOG_LEVEL)) {
+      throw new BastionError('BASTION_ERR_CONFIG', `env BASTION_LOG_LEVEL: "${env.BASTION_LOG_LEVEL}" must be one of ${LOG_LEVELS.join(', ')}`)
+    }
+    out.log = { ...out.log, level: env.BASTION_LOG_LEVEL }
+  }
   if (env.BASTION_USERS_FILE !== undefined) {
     // A .json file is the legacy JSON store; anything else is the SQLite database.
     const type = env.BASTION_USERS_FILE.endsWith('.json') ? 'file' : 'sqlite'

@@ -161,7 +161,7 @@ export interface BastionConfig {
 }
 
 export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent'
-const LOG_LEVELS: readonly LogLevel[] = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']
+export const LOG_LEVELS: readonly LogLevel[] = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']
 
 /** A leaf or prefix is one topic level: no separators, wildcards, `$` or NUL. */
 const TOPIC_LEVEL = /^[^/+#$\u0000]+$/

@@ -42,8 +42,17 @@ function abort (client: MqttClient): void {
   client.stream?.destroy()
 }
 
+function willTopic (cfg: DeviceConfig): string {
+  return `${cfg.prefix}/${cfg.user}/Estado`
+}
+
 function connectFailure (cfg: DeviceConfig, err: any): DeviceError {
-  if (typeof err?.code === 'number') return new DeviceError(`login refused: ${reasonText(err.code as number)}`)
+  if (typeof err?.code === 'number') {
+    // With a username always sent, 0x87 at CONNECT means the will (`prefix`/user/Estado) is
+    // outside what this user may publish: say which topic, or the user hunts a password problem.
+    const why = err.code === 0x87 ? ` (the will topic ${willTopic(cfg)} is outside what ${cfg.user} may publish: check prefix)` : ''
+    return new DeviceError(`login refused: ${reasonText(err.code as number)}${why}`)
+  }
   const code = typeof err?.code === 'string' ? err.code as string : undefined
   // Socket errno codes say it all (ECONNREFUSED); TLS codes are cryptic without their message.
   const detail = code === undefined ? String(err?.message ?? err) : /^E[A-Z]+$/.test(code) ? code : `${String(err.message)} (${code})`
@@ -71,7 +80,7 @@ function connect (cfg: DeviceConfig): { client: MqttClient; ready: Promise<void>
     password: cfg.password,
     properties: { sessionExpiryInterval: 0 },
     // Sent by the broker only if this run ends without a DISCONNECT (killed, power cut, link lost).
-    will: { topic: `${cfg.prefix}/${cfg.user}/Estado`, payload: Buffer.from(cfg.willPayload), qos: 1, retain: false }
+    will: { topic: willTopic(cfg), payload: Buffer.from(cfg.willPayload), qos: 1, retain: false }
   })
   const ready = new Promise<void>((resolve, reject) => {
     const fail = (err: DeviceError): void => {

@@ -16,7 +16,12 @@ function read (path: string, what: string): Buffer {
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code ?? String(err)
     // Relative paths in a config file resolve against its own folder, not the working directory.
-    const hint = code === 'ENOENT' ? `; create the CA and server certificate with: mqtt-bastion certs init --out ${dirname(path)}` : ''
+    const hint = code !== 'ENOENT'
+      ? ''
+      : what === 'certificate revocation list'
+        // A CRL exists once a first client certificate was revoked: it is `certs revoke`'s output.
+        ? `; it is written by: mqtt-bastion certs revoke NAME --out ${dirname(path)} (or remove crl: until a certificate is revoked)`
+        : `; create the CA and server certificate with: mqtt-bastion certs init --out ${dirname(path)}`
     throw new BastionError('BASTION_ERR_CERTS', `cannot read TLS ${what} ${path}: ${code}${hint}`)
   }
 }

@@ -80,6 +80,7 @@ t.test('a config file is YAML, relative paths resolve against its folder, env ov
   t.same(viaEnv.auth.store, { type: 'file', path: '/x/u.json' }, 'a .json file is the JSON store')
   t.same(loadConfig({ env: { BASTION_USERS_FILE: '/x/u.db' } }).config.auth.store, { type: 'sqlite', path: '/x/u.db' }, 'anything else is SQLite')
   t.throws(() => loadConfig({ env: { BASTION_CONFIG: file, BASTION_PORT: 'abc' } }), /BASTION_PORT/)
+  t.throws(() => loadConfig({ env: { BASTION_CONFIG: file, BASTION_LOG_LEVEL: 'loud' } }), /^env BASTION_LOG_LEVEL: "loud" must be one of fatal, error/, 'a bad level names the variable, not log.level')
   t.throws(() => loadConfig({ file: join(dir, 'missing.yaml'), env: {} }), /cannot read config file .*missing\.yaml: ENOENT/)
   writeFileSync(file, 'listeners: [\n')
   t.throws(() => loadConfig({ file, env: {} }), /not valid YAML/)

@@ -102,6 +102,13 @@ t.test('a reading the policy refuses fails the run even when the others were acc
   t.equal(r.stderr, 'mqtt-bastion: publish to metrics/dev/Humedad refused: 0x87 not authorized\n')
 })
 
+t.test('a will outside the policy (a wrong prefix) is named: not a password problem', async (t) => {
+  const r = await device('publish', '--config', deviceConfig(relaxed, 'wrongprefix', 'dev', devSecret, ['prefix: other']), '--temperature', '19')
+  t.equal(r.code, 1)
+  t.equal(r.stderr, 'mqtt-bastion: login refused: 0x87 not authorized (the will topic other/dev/Estado is outside what dev may publish: check prefix)\n')
+  t.match(relaxed.logs.filter((l) => l.event === 'login.failed').at(-1), { reason: 'will_denied' })
+})
+
 t.test('a broker that is down fails within the timeout with the socket error', async (t) => {
   const closed = await new Promise<number>((resolve) => {
     const s = createServer().listen(0, '127.0.0.1', () => {
@@ -196,6 +203,6 @@ t.test('config and flag mistakes name the key or flag and never reach the broker
   t.notMatch(open.stderr, PASSWORD)
   const usage = await device('publish', '--config', file, '--temperature', 'warm')
   t.equal(usage.code, 2)
-  t.equal(usage.stderr, 'mqtt-bastion: --temperature must be a number such as 22.5, got "warm"\n')
+  t.equal(usage.stderr, 'mqtt-bastion device publish: --temperature must be a number such as 22.5, got "warm" (see mqtt-bastion device --help)\n')
   t.equal((await device('publish', '--config', file)).code, 2, 'no reading is a usage error')
 })

@@ -104,6 +104,8 @@ t.test('missing certificate files are named; development certificates are made o
   const dir = scratchDir()
   const config = parseConfig({ listeners: [{ type: 'tls', host: '127.0.0.1', port: 0 }], log: { level: 'silent' } }, dir)
   await t.rejects(createBastion(config), { code: 'BASTION_ERR_CERTS', message: /server\.crt: ENOENT; create the CA and server certificate with: mqtt-bastion certs init --out \// })
+  const noCrl = parseConfig({ listeners: [{ type: 'tls', host: '127.0.0.1', port: 0, ca: 'certs/ca.crt', crl: 'certs/crl.pem', requireClientCertificate: true }], log: { level: 'silent' }, devCertificates: true }, dir)
+  await t.rejects(createBastion(noCrl), { code: 'BASTION_ERR_CERTS', message: /crl\.pem: ENOENT; it is written by: mqtt-bastion certs revoke NAME --out \// }, 'a missing CRL points at certs revoke, not certs init')
   const dev = parseConfig({ listeners: [{ type: 'tls', host: '127.0.0.1', port: 0 }], log: { level: 'silent' }, devCertificates: true }, dir)
   const b = await createBastion(dev)
   t.teardown(() => b.close())
