@@ -5,7 +5,8 @@ import { bind, type ConnectionHandler, type Listener, type ListenerLimits } from
 
 /** Plain MQTT for local tools only; off unless configured, loopback unless a host is given. */
 export async function startTcpListener (cfg: TcpListenerConfig, handle: ConnectionHandler, log: Logger, limits?: ListenerLimits): Promise<Listener> {
-  const server = createServer((socket) => {
+  // TCP_NODELAY, as the TLS listener (tls.ts says why).
+  const server = createServer({ noDelay: true }, (socket) => {
     if (limits !== undefined && !limits.admit(socket)) {
       socket.destroy()
       return

@@ -105,7 +105,10 @@ export async function startTlsListener (cfg: TlsListenerConfig, handle: Connecti
   // A plain TCP server accepts and counts first: a socket over a connection limit is dropped
   // before it costs a TLS handshake. Admitted ones are handed to the TLS server (Node documents
   // emitting 'connection' for injecting sockets).
-  const front = createNetServer((socket) => {
+  // noDelay: each MQTT packet goes out when written (TCP_NODELAY), not held back by Nagle's
+  // algorithm until the peer acknowledges the previous one; writes of one turn of the event
+  // loop are already coalesced into one TLS record, so nothing is gained by waiting.
+  const front = createNetServer({ noDelay: true }, (socket) => {
     if (limits !== undefined && !limits.admit(socket)) {
       socket.destroy()
       return
