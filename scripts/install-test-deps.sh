@@ -13,6 +13,12 @@
 #                       nothing here starts or enables the system service)
 #   fail2ban           (fail2ban-regex runs scripts/fail2ban/filter.d against real broker logs;
 #                       its ban daemon is neither started nor left enabled)
+#   docker.io          (dockerd, containerd, runc and /usr/bin/docker: test/deploy/container.test.ts
+#                       starts a throwaway engine in a temp dir (scripts/docker-engine.sh) to
+#                       build and run docker/Dockerfile; the system docker/containerd services are
+#                       neither started nor left enabled)
+#   mmdebstrap         (scripts/docker-base-image.sh bootstraps the local node:20-bookworm-slim
+#                       base image from the Debian mirror: no registry is pulled from)
 # Does nothing when they are present; installs them with apt-get when run as root;
 # otherwise names what is missing and exits 1.
 set -euo pipefail
@@ -28,6 +34,11 @@ command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
 /usr/bin/python3 -c 'import paho.mqtt' >/dev/null 2>&1 || missing+=(python3-paho-mqtt)
 /usr/bin/python3 -c 'import pyotp' >/dev/null 2>&1 || missing+=(python3-pyotp)
 command -v fail2ban-regex >/dev/null 2>&1 || missing+=(fail2ban)
+# Debian's own client (/usr/bin/docker), not another one earlier on PATH: it matches the engine.
+if [ ! -x /usr/sbin/dockerd ] || [ ! -x /usr/bin/docker ] || [ ! -x /usr/bin/containerd ] || [ ! -x /usr/sbin/runc ]; then
+  missing+=(docker.io)
+fi
+command -v mmdebstrap >/dev/null 2>&1 || missing+=(mmdebstrap)
 if ! command -v mariadbd >/dev/null 2>&1 && [ ! -x /usr/sbin/mariadbd ] || ! command -v mariadb-install-db >/dev/null 2>&1; then
   missing+=(mariadb-server)
 fi
@@ -58,4 +69,9 @@ apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 # only need fail2ban-regex. systemctl disable edits the links without a running systemd.
 if [[ " ${missing[*]} " == *" fail2ban "* ]] && command -v systemctl >/dev/null 2>&1; then
   systemctl disable --quiet fail2ban.service 2>/dev/null || true
+fi
+# Likewise docker.io enables docker.service, docker.socket and (through its dependency)
+# containerd.service; the container test starts its own engine in a temp dir instead.
+if [[ " ${missing[*]} " == *" docker.io "* ]] && command -v systemctl >/dev/null 2>&1; then
+  systemctl disable --quiet docker.service docker.socket containerd.service 2>/dev/null || true
 fi
