@@ -184,20 +184,29 @@ t.test('the CLI manages users in MySQL with the same commands', async (t) => {
 })
 
 t.test('a flood of wrong codes from 40 addresses fills a one-connection pool: busy (0x89), never an outage, and the device logs in after', async (t) => {
-  const h = await startHarness({ auth: { store: { ...storeConfig, poolSize: 1 }, lockout: { maxFailuresPerIp: 0, maxFailuresPerUser: 0 } } })
+  // queryTimeout well above the lock below: a lookup that waits is slow, not failed.
+  const h = await startHarness({ auth: { store: { ...storeConfig, poolSize: 1, queryTimeout: 15000 }, lockout: { maxFailuresPerIp: 0, maxFailuresPerUser: 0 } } })
   t.teardown(() => h.close())
   const secret = await insertUser('flooded')
   h.knowSecret('flooded', secret)
-  // The table is write-locked for 1 s (less than queryTimeout): lookups wait, the one pooled
-  // connection and its queue of 4 fill, and the rest of the flood meets a full pool.
+  // The table is write-locked until the first busy answer (at most 10 s, however slow the
+  // machine is to make 120 TLS handshakes): lookups wait, the one pooled connection and its
+  // queue of 4 fill, and the rest of the flood meets a full pool.
   const locker = await mysql.createConnection(url)
   t.teardown(async () => { await locker.end() })
   await locker.query('LOCK TABLES users WRITE')
-  const unlock = setTimeout(() => { locker.query('UNLOCK TABLES').catch(() => {}) }, 1000)
-  const answers = await Promise.all(Array.from({ length: 120 }, async (_, i) => await h.refused({
-    username: `${i % 2 === 0 ? 'flooded' : `nobody${i}`}|000000`, password: 'guess', clientId: `flood-${i}`, localAddress: `127.0.0.${2 + (i % 40)}`
-  } as any)))
+  let unlocked: Promise<unknown> | undefined
+  const release = (): void => { unlocked ??= locker.query('UNLOCK TABLES').catch(() => {}) }
+  const unlock = setTimeout(release, 10_000)
+  const answers = await Promise.all(Array.from({ length: 120 }, async (_, i) => {
+    const code = await h.refused({
+      username: `${i % 2 === 0 ? 'flooded' : `nobody${i}`}|000000`, password: 'guess', clientId: `flood-${i}`, localAddress: `127.0.0.${2 + (i % 40)}`
+    } as any)
+    if (code === 0x89) release()
+    return code
+  }))
   clearTimeout(unlock)
+  await unlocked
   await locker.query('UNLOCK TABLES')
   t.ok(answers.includes(0x89), 'the flood did fill the pool')
   t.ok(answers.every((a) => a === 0x86 || a === 0x89), `only 0x86 and 0x89 (${[...new Set(answers)].join(', ')})`)
