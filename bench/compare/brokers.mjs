@@ -11,6 +11,10 @@ import { fileURLToPath } from 'node:url'
 import bcrypt from 'bcryptjs'
 import { generateSecret, generateSync } from 'otplib'
 
+// Node options for our broker processes only, e.g. a CPU profile of each run:
+// BENCH_COMPARE_NODE_ARGS='--cpu-prof --cpu-prof-dir=/tmp/prof'
+const NODE_ARGS = (process.env.BENCH_COMPARE_NODE_ARGS ?? '').split(' ').filter((a) => a !== '')
+
 const ROOT = fileURLToPath(new URL('../..', import.meta.url))
 const CLI = join(ROOT, 'dist', 'cli', 'main.js')
 const CLK_TCK = Number(execFileSync('getconf', ['CLK_TCK']).toString().trim()) || 100
@@ -116,7 +120,7 @@ export function brokerKinds (files) {
         auth: { store: { type: 'mosquitto-passwd', path: 'passwd' } },
         acl: { policy: 'mosquitto-acl', file: join(files.dir, aclFile) }
       })
-      return { command: process.execPath, args: [CLI, 'start', '--config', config], ready: /"event":"broker\.ready"/ }
+      return { command: process.execPath, args: [...NODE_ARGS, CLI, 'start', '--config', config], ready: /"event":"broker\.ready"/ }
     }
   })
   return {
@@ -148,7 +152,7 @@ export function brokerKinds (files) {
       creds: fullCreds(files.secrets),
       start (port) {
         const config = writeOurConfig(join(files.dir, 'full'), port, {})
-        return { command: process.execPath, args: [CLI, 'start', '--config', config], ready: /"event":"broker\.ready"/ }
+        return { command: process.execPath, args: [...NODE_ARGS, CLI, 'start', '--config', config], ready: /"event":"broker\.ready"/ }
       }
     },
     // Not a real allow-all: the library API takes no custom AclPolicy (BastionOptions has only
