@@ -65,14 +65,14 @@ const RC_NOT_AUTHORIZED = 5 // [0x87]
 /** What a CONNECT carried that the authenticate hook needs but aedes does not pass to it. */
 interface PendingConnect { will?: ConnectPacket['will']; expiryClamped: boolean }
 
+/** One event object for every delivery: this runs once per message and subscriber. */
+const DELIVERY: HookEvent = Object.freeze({ type: 'delivery' })
+
 /**
  * A refused PUBLISH. aedes turns an error's message into the MQTT 5 PUBACK/PUBREC Reason String;
  * 0x87 already says "not authorized", so, as Mosquitto, the code goes alone (the refusal is
  * logged as acl.denied).
  */
-/** One event object for every delivery: this runs once per message and subscriber. */
-const DELIVERY: HookEvent = Object.freeze({ type: 'delivery' })
-
 function publishDenied (): Error {
   return new Error('')
 }
@@ -147,11 +147,7 @@ export function createHooks (opts: HookOptions): {
 
   /** Asks the policy; a backend that cannot answer is a deny (logged), never an allow. */
   async function decide (identity: Identity, action: Action, topic: string): Promise<Decision> {
-    try {
-      return await policy.decide(identity, action, topic)
-    } catch (err) {
-      return unanswered(err)
-    }
+    return await decideNow(identity, action, topic)
   }
   function unanswered (err: unknown): Decision {
     if (!isBackendFault(err)) log.error({ event: 'acl.error', err }, 'unexpected ACL error')
@@ -254,19 +250,19 @@ export function createHooks (opts: HookOptions): {
       done(publishDenied())
       return
     }
-    const answer = decideNow(identity, 'publish', packet.topic)
-    if (answer instanceof Promise) answer.then(publishDecided, done)
-    else publishDecided(answer)
-    function publishDecided (d: Decision): void {
-      if (client === null || identity === undefined) return
+    const who = client
+    const publishDecided = (d: Decision): void => {
       if (!d.allow) {
-        denied(client, identity, isWill ? 'will' : 'publish', packet.topic, d.reason)
+        denied(who, identity, isWill ? 'will' : 'publish', packet.topic, d.reason)
         done(publishDenied())
         return
       }
-      if (isWill) log.info({ event: 'will.published', user: identity.user, clientId: client.id, topic: packet.topic, source: 'client' }, 'client will published')
+      if (isWill) log.info({ event: 'will.published', user: identity.user, clientId: who.id, topic: packet.topic, source: 'client' }, 'client will published')
       done(null)
     }
+    const answer = decideNow(identity, 'publish', packet.topic)
+    if (answer instanceof Promise) answer.then(publishDecided, done)
+    else publishDecided(answer)
   }
 
   const authorizeSubscribe: AedesOptions['authorizeSubscribe'] = (client, sub, done) => {
