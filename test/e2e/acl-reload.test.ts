@@ -2,20 +2,12 @@
 // src/acl/decision-cache.ts) do not outlive a reload of the rules: after SIGHUP's reload, the
 // same connection is refused what the new acl_file denies, for publishes and for deliveries.
 import t from 'tap'
-import { execFileSync } from 'node:child_process'
-import { chmodSync, writeFileSync } from 'node:fs'
-import { join } from 'node:path'
+import { writeFileSync } from 'node:fs'
 import mqtt from 'mqtt'
+import { mosquittoFiles } from '../helpers/mosquitto-files.js'
 import { events, nextMessage, pubackCode, startHarness } from '../helpers/harness.js'
-import { scratch } from '../helpers/scratch.js'
 
-const dir = scratch('bastion-acl-reload-')()
-const passwd = join(dir, 'passwd')
-execFileSync('mosquitto_passwd', ['-c', '-b', passwd, 'reader', 'reader-password'])
-execFileSync('mosquitto_passwd', ['-b', passwd, 'writer', 'writer-password'])
-chmodSync(passwd, 0o600)
-const acl = join(dir, 'acl')
-writeFileSync(acl, 'user reader\ntopic read open/#\n\nuser writer\ntopic write open/#\n')
+const { passwd, acl } = mosquittoFiles('bastion-acl-reload-', ['reader', 'writer'], 'user reader\ntopic read open/#\n\nuser writer\ntopic write open/#\n')
 
 t.test('a reloaded acl_file applies at once to connected clients, whatever they were allowed before', async (t) => {
   const h = await startHarness({ auth: { store: { type: 'mosquitto-passwd', path: passwd } }, acl: { policy: 'mosquitto-acl', file: acl } })

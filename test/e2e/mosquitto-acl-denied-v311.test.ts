@@ -2,20 +2,11 @@
 // dropped, and keeps its connection (as Debian's mosquitto 2.0 does), unless
 // acl.deniedPublishV311 says disconnect. aedes alone closes it (patches/aedes/0014).
 import t from 'tap'
-import { execFileSync } from 'node:child_process'
-import { chmodSync, writeFileSync } from 'node:fs'
-import { join } from 'node:path'
 import mqtt from 'mqtt'
+import { mosquittoFiles } from '../helpers/mosquitto-files.js'
 import { events, nextMessage, startHarness } from '../helpers/harness.js'
-import { scratch } from '../helpers/scratch.js'
 
-const dir = scratch('bastion-acl-v311-')()
-const passwd = join(dir, 'passwd')
-execFileSync('mosquitto_passwd', ['-c', '-b', passwd, 'reader', 'reader-password'])
-execFileSync('mosquitto_passwd', ['-b', passwd, 'writer', 'writer-password'])
-chmodSync(passwd, 0o600)
-const acl = join(dir, 'acl')
-writeFileSync(acl, 'user reader\ntopic read #\n\nuser writer\ntopic write open/#\n')
+const { passwd, acl } = mosquittoFiles('bastion-acl-v311-', ['reader', 'writer'], 'user reader\ntopic read #\n\nuser writer\ntopic write open/#\n')
 
 async function setup (t: { teardown: (fn: () => unknown) => void }, deniedPublishV311?: string) {
   const h = await startHarness({
@@ -61,4 +52,21 @@ t.test('acl.deniedPublishV311: disconnect closes the 3.1.1 connection instead', 
   t.notOk(seen.includes('secret/x'), 'the denied message was not delivered')
   t.match(events(h, 'will.published'), [{ user: 'writer', clientId: 'w1', source: 'server' }], 'the device counts as dropped: its server will fires')
   t.match(events(h, 'acl.denied'), [{ user: 'writer', action: 'publish', topic: 'secret/x' }])
+})
+
+t.test('a flood of denied 3.1.1 publishes, now answered instead of cut off, meets the publish rate', async (t) => {
+  const { h, reader, writer, seen, isClosed } = await setup(t)
+  const closing = new Promise<void>((resolve) => writer.once('close', () => resolve()))
+  // 400 denied publishes at once: four times limits.publishRate.messages (100 a second).
+  for (let i = 0; i < 400; i++) writer.publish(`secret/${i % 7}`, `flood-${i}`, { qos: 1 })
+  await Promise.race([closing, new Promise((resolve) => setTimeout(resolve, 10_000))])
+  t.equal(isClosed(), true, 'the flooding client is disconnected by the publish rate')
+  t.match(events(h, 'limit.publish_rate'), [{ clientId: 'w1' }], 'and the limit says so')
+  t.ok(events(h, 'acl.denied').length <= 2, `the refusals are logged once, not 400 times (${events(h, 'acl.denied').length})`)
+  t.notOk(seen.some((topic) => topic.startsWith('secret/')), 'nothing denied was delivered')
+  const open = new Promise<string>((resolve) => reader.on('message', (topic, payload) => { if (topic === 'open/after') resolve(payload.toString()) }))
+  const other = await mqtt.connectAsync({ host: '127.0.0.1', port: h.port, protocol: 'mqtts', ca: h.ca, servername: 'localhost', reconnectPeriod: 0, protocolVersion: 4, username: 'writer', password: 'writer-password', clientId: 'w2' })
+  t.teardown(() => other.endAsync(true))
+  await other.publishAsync('open/after', 'still-up', { qos: 1 })
+  t.equal(await Promise.race([open, new Promise((resolve) => setTimeout(resolve, 5000))]), 'still-up', 'the broker keeps serving')
 })

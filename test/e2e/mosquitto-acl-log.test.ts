@@ -1,21 +1,11 @@
 // Under Mosquitto's acl_file semantics a subscription to `#` is granted and each delivery is
 // checked; refused deliveries must not flood the log with one warning per message.
 import t from 'tap'
-import { execFileSync } from 'node:child_process'
-import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
-import { tmpdir } from 'node:os'
-import { join } from 'node:path'
 import mqtt from 'mqtt'
+import { mosquittoFiles } from '../helpers/mosquitto-files.js'
 import { events, nextMessage, startHarness } from '../helpers/harness.js'
 
-const dir = mkdtempSync(join(tmpdir(), 'bastion-acl-log-'))
-t.teardown(() => rmSync(dir, { recursive: true, force: true }))
-const passwd = join(dir, 'passwd')
-execFileSync('mosquitto_passwd', ['-c', '-b', passwd, 'reader', 'reader-password'])
-execFileSync('mosquitto_passwd', ['-b', passwd, 'writer', 'writer-password'])
-chmodSync(passwd, 0o600)
-const acl = join(dir, 'acl')
-writeFileSync(acl, 'user reader\ntopic read open/#\n\nuser writer\ntopic write open/#\ntopic write secret/#\n')
+const { passwd, acl } = mosquittoFiles('bastion-acl-log-', ['reader', 'writer'], 'user reader\ntopic read open/#\n\nuser writer\ntopic write open/#\ntopic write secret/#\n')
 
 t.test('refused deliveries are logged once per client and minute; the metrics count every one', async (t) => {
   const h = await startHarness({ auth: { store: { type: 'mosquitto-passwd', path: passwd } }, acl: { policy: 'mosquitto-acl', file: acl }, monitoring: { enabled: true, port: 0 } })
