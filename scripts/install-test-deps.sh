@@ -19,6 +19,9 @@
 #                       neither started nor left enabled)
 #   mmdebstrap         (scripts/docker-base-image.sh bootstraps the local node:20-bookworm-slim
 #                       base image from the Debian mirror: no registry is pulled from)
+#   haproxy            (a real PROXY protocol v2 sender in front of the broker: the test runs
+#                       its own `haproxy -db` on 127.0.0.1; the haproxy service is neither
+#                       started nor left enabled)
 # Does nothing when they are present; installs them with apt-get when run as root;
 # otherwise names what is missing and exits 1.
 set -euo pipefail
@@ -39,6 +42,7 @@ if [ ! -x /usr/sbin/dockerd ] || [ ! -x /usr/bin/docker ] || [ ! -x /usr/bin/con
   missing+=(docker.io)
 fi
 command -v mmdebstrap >/dev/null 2>&1 || missing+=(mmdebstrap)
+command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || missing+=(haproxy)
 if ! command -v mariadbd >/dev/null 2>&1 && [ ! -x /usr/sbin/mariadbd ] || ! command -v mariadb-install-db >/dev/null 2>&1; then
   missing+=(mariadb-server)
 fi
@@ -74,4 +78,8 @@ fi
 # containerd.service; the container test starts its own engine in a temp dir instead.
 if [[ " ${missing[*]} " == *" docker.io "* ]] && command -v systemctl >/dev/null 2>&1; then
   systemctl disable --quiet docker.service docker.socket containerd.service 2>/dev/null || true
+fi
+# And haproxy enables haproxy.service; the PROXY protocol test runs its own haproxy.
+if [[ " ${missing[*]} " == *" haproxy "* ]] && command -v systemctl >/dev/null 2>&1; then
+  systemctl disable --quiet haproxy.service 2>/dev/null || true
 fi

@@ -25,6 +25,7 @@ import { BastionError } from './errors.js'
 import { createLogger, type Logger } from './log.js'
 import { startTcpListener } from './listeners/tcp.js'
 import { startTlsListener } from './listeners/tls.js'
+import { startWssListener } from './listeners/wss.js'
 import type { Listener, ListenerLimits } from './listeners/listener.js'
 import { createConnectionLimiter } from './limits/connections.js'
 import { createGuards } from './limits/guards.js'
@@ -87,7 +88,7 @@ function clockNotice (config: BastionConfig, log: Logger): void {
     'chronyc tracking, or timedatectl timesync-status for systemd-timesyncd); devices need a synchronised clock too')
 }
 
-async function prepareCertificates (l: TlsListenerConfig, dev: boolean, log: Logger): Promise<void> {
+async function prepareCertificates (l: Pick<TlsListenerConfig, 'cert' | 'key'>, dev: boolean, log: Logger): Promise<void> {
   if (dev && !existsSync(l.cert) && !existsSync(l.key)) {
     const dir = dirname(l.cert)
     if (l.cert !== join(dir, 'server.crt') || l.key !== join(dir, 'server.key')) {
@@ -123,7 +124,7 @@ export async function createBastion (config: BastionConfig, opts: BastionOptions
   // Only a broker that serves /metrics pays for counting.
   const metrics = config.monitoring.enabled ? createMetrics({ totpWindow: config.auth.totp.window }) : undefined
   for (const l of config.listeners) {
-    if (l.type === 'tls') await prepareCertificates(l, config.devCertificates, log)
+    if (l.type !== 'tcp') await prepareCertificates(l, config.devCertificates, log)
   }
   if (config.auth.store.type === 'file' || config.auth.store.type === 'sqlite') await assertPrivate(config.auth.store.path, 'user store')
 
@@ -182,7 +183,7 @@ export async function createBastion (config: BastionConfig, opts: BastionOptions
   const origin = new WeakMap<object, ListenerConfig>()
   const certificateIdentity = (socket: unknown): CertificateIdentity => {
     const l = typeof socket === 'object' && socket !== null ? origin.get(socket) : undefined
-    return l?.type === 'tls' ? l.certificateIdentity : 'none'
+    return l === undefined || l.type === 'tcp' ? 'none' : l.certificateIdentity
   }
   // Re-checks read the store itself, not the timed view: they are not logins.
   const sessions = createSessionRegistry({
@@ -252,8 +253,11 @@ export async function createBastion (config: BastionConfig, opts: BastionOptions
     const listenerLimits: ListenerLimits = {
       // A locked-out address is closed before its TLS handshake: the cheapest refusal there is.
       admit: (socket) => !lockedAddress(socket) && connections.admit(socket),
+      // A PROXY listener's socket is counted while its header is read, then admitted by it.
+      hold: (socket) => connections.hold(socket),
       tlsHandshakeTimeout: config.limits.tlsHandshakeTimeout * 1000,
-      handshakeTimedOut: (remote) => { report.hit('handshake_timeout', remote ?? 'unknown', 'info', { remote }, 'connection closed: TLS handshake took too long') }
+      handshakeTimedOut: (remote) => { report.hit('handshake_timeout', remote ?? 'unknown', 'info', { remote }, 'connection closed: TLS handshake took too long') },
+      maxPacketSize: config.limits.maxPacketSize
     }
     deliveries = trackDeliveries(broker)
     sessions.start()
@@ -267,9 +271,10 @@ export async function createBastion (config: BastionConfig, opts: BastionOptions
         guards.accept(socket)
         b.handle(socket)
       }
-      const started = l.type === 'tls' ? await startTlsListener(l, handle, log, listenerLimits) : await startTcpListener(l, handle, log, listenerLimits)
+      const started = l.type === 'tls' ? await startTlsListener(l, handle, log, listenerLimits)
+        : l.type === 'wss' ? await startWssListener(l, handle, log, listenerLimits) : await startTcpListener(l, handle, log, listenerLimits)
       listeners.push(started)
-      if (l.type === 'tls') metrics?.certificate(`tls://${started.host}:${started.port}`, l.cert)
+      if (l.type !== 'tcp') metrics?.certificate(`${l.type}://${started.host}:${started.port}`, l.cert)
     }
     if (metrics !== undefined) {
       // Served only after every listener is bound and closed first on the way down, so the

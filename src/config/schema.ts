@@ -3,6 +3,8 @@ import { resolve } from 'node:path'
 import { createSecureContext } from 'node:tls'
 import { bool, fail, host, int, object, oneOf, str, type Raw } from './fields.js'
 import { AUTH_HARDENING_KEYS, parseAuthHardening, parseLimits, parseShutdown, type AuthHardening, type LimitsConfig, type ShutdownConfig } from './hardening.js'
+import { origins, wsPath } from './wss.js'
+import { parseProxyProtocol, type ProxyProtocolConfig } from './proxy-protocol.js'
 
 export type TlsVersion = 'TLSv1.2' | 'TLSv1.3'
 
@@ -28,6 +30,8 @@ export interface TlsListenerConfig {
    * TLS 1.3 suites; without any, TLS 1.3 keeps Node's defaults. Default: DEFAULT_TLS_CIPHERS.
    */
   readonly ciphers: string
+  /** Accept only connections from these proxies, each opening with a PROXY protocol header (docs/configuration.md). */
+  readonly proxyProtocol?: ProxyProtocolConfig
 }
 
 /**
@@ -48,9 +52,19 @@ export interface TcpListenerConfig {
   readonly type: 'tcp'
   readonly host: string
   readonly port: number
+  readonly proxyProtocol?: ProxyProtocolConfig
 }
 
-export type ListenerConfig = TlsListenerConfig | TcpListenerConfig
+/** MQTT over WebSockets over TLS: the TLS listener's keys and the HTTP upgrade's. */
+export interface WssListenerConfig extends Omit<TlsListenerConfig, 'type' | 'proxyProtocol'> {
+  readonly type: 'wss'
+  /** The only HTTP path upgraded; default /mqtt. */
+  readonly path: string
+  /** Browser Origins allowed; a request with another Origin is refused, one without any is let in. */
+  readonly origins: readonly string[]
+}
+
+export type ListenerConfig = TlsListenerConfig | TcpListenerConfig | WssListenerConfig
 
 /** The legacy embedded store: one JSON file rewritten per change (kept working; migrate to sqlite). */
 export interface FileStoreConfig { readonly type: 'file'; readonly path: string }
@@ -170,12 +184,20 @@ function listener (value: unknown, i: number, base: string): ListenerConfig {
   const path = `listeners[${i}]`
   const type = (value as Raw | null)?.type
   if (type === 'tcp') {
-    const raw = object(value, path, ['type', 'host', 'port'])
+    const raw = object(value, path, ['type', 'host', 'port', 'proxyProtocol'])
+    const proxyProtocol = parseProxyProtocol(raw.proxyProtocol, `${path}.proxyProtocol`)
     // A plain listener carries passwords in clear text: loopback unless the operator says otherwise.
-    return Object.freeze({ type, host: host(raw, `${path}.host`, '127.0.0.1'), port: int(raw, 'port', `${path}.port`, 1883, 0, 65535) })
+    return Object.freeze({ type, host: host(raw, `${path}.host`, '127.0.0.1'), port: int(raw, 'port', `${path}.port`, 1883, 0, 65535), ...(proxyProtocol === undefined ? {} : { proxyProtocol }) })
   }
-  if (type !== undefined && type !== 'tls') fail(`${path}.type`, 'must be tls or tcp')
-  return tlsListener(value, path, base)
+  if (type === 'wss') {
+    // 8884: the port brokers commonly give MQTT over secure WebSockets.
+    const tls = tlsListener(value, path, base, ['path', 'origins'], 8884)
+    return Object.freeze({ ...tls, type, path: wsPath(value as Raw, `${path}.path`), origins: origins(value as Raw, `${path}.origins`) })
+  }
+  if (type !== undefined && type !== 'tls') fail(`${path}.type`, 'must be tls, tcp or wss')
+  const tls = tlsListener(value, path, base, ['proxyProtocol'])
+  const proxyProtocol = parseProxyProtocol((value as Raw | null)?.proxyProtocol, `${path}.proxyProtocol`)
+  return proxyProtocol === undefined ? tls : Object.freeze({ ...tls, proxyProtocol })
 }
 
 /**
@@ -203,8 +225,8 @@ function cipherString (raw: Raw, path: string, minVersion: TlsVersion): string {
   return ciphers
 }
 
-function tlsListener (value: unknown, path: string, base: string): TlsListenerConfig {
-  const raw = object(value, path, ['type', 'host', 'port', 'cert', 'key', 'ca', 'minVersion', 'ciphers', 'requireClientCertificate', 'useIdentityAsUsername', 'useSubjectAsUsername', 'bindCertificate', 'crl'])
+function tlsListener (value: unknown, path: string, base: string, extraKeys: readonly string[] = [], defaultPort = 8883): TlsListenerConfig {
+  const raw = object(value, path, ['type', 'host', 'port', 'cert', 'key', 'ca', 'minVersion', 'ciphers', 'requireClientCertificate', 'useIdentityAsUsername', 'useSubjectAsUsername', 'bindCertificate', 'crl', ...extraKeys])
   const minVersion = oneOf<TlsVersion>(raw, 'minVersion', `${path}.minVersion`, 'TLSv1.2', ['TLSv1.2', 'TLSv1.3'])
   const requireClientCertificate = bool(raw, 'requireClientCertificate', `${path}.requireClientCertificate`, false)
   const ca = raw.ca === undefined ? undefined : resolve(base, str(raw, 'ca', `${path}.ca`))
@@ -219,7 +241,7 @@ function tlsListener (value: unknown, path: string, base: string): TlsListenerCo
   return Object.freeze({
     type: 'tls',
     host: host(raw, `${path}.host`, '0.0.0.0'),
-    port: int(raw, 'port', `${path}.port`, 8883, 0, 65535),
+    port: int(raw, 'port', `${path}.port`, defaultPort, 0, 65535),
     cert: resolve(base, str(raw, 'cert', `${path}.cert`, 'certs/server.crt')),
     key: resolve(base, str(raw, 'key', `${path}.key`, 'certs/server.key')),
     ...(ca === undefined ? {} : { ca }),

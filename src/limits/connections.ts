@@ -14,6 +14,11 @@ export interface ConnectionLimiter {
    * (the caller destroys it). An admitted socket is released once, when it closes.
    */
   admit (socket: Socket): boolean
+  /**
+   * Counts a socket in the total only, while its real address is not known yet (a PROXY
+   * header is awaited); its admit() then counts the address without counting it twice.
+   */
+  hold (socket: Socket): boolean
   /** Sockets open now, in total and from `address`. */
   open (address?: string): number
 }
@@ -22,25 +27,40 @@ export interface ConnectionLimiter {
 export function createConnectionLimiter (limits: ConnectionLimits, report: LimitReporter): ConnectionLimiter {
   let total = 0
   const perIp = new Map<string, number>()
+  const held = new WeakSet<Socket>()
 
   function refuse (scope: 'total' | 'ip', remote: string, limit: number): false {
     report.hit('connections', remote, 'warn', { scope, remote, limit }, scope === 'total' ? 'connection refused: too many connections' : 'connection refused: too many connections from this address')
     return false
   }
 
+  /** Counts `socket` in the total until it closes. */
+  function count (socket: Socket): void {
+    total++
+    // The accepted socket emits 'close' once, also when TLS took over its handle.
+    socket.once('close', () => { total-- })
+  }
+
   return {
+    hold (socket) {
+      const remote = socket.remoteAddress
+      if (remote === undefined || socket.destroyed) return false
+      if (total >= limits.maxConnections) return refuse('total', remote, limits.maxConnections)
+      count(socket)
+      held.add(socket)
+      return true
+    },
     admit (socket) {
       const remote = socket.remoteAddress
       // Reset before we saw it: nothing to count and nobody to answer.
       if (remote === undefined || socket.destroyed) return false
-      if (total >= limits.maxConnections) return refuse('total', remote, limits.maxConnections)
+      const counted = held.has(socket)
+      if (!counted && total >= limits.maxConnections) return refuse('total', remote, limits.maxConnections)
       const fromIp = perIp.get(remote) ?? 0
       if (limits.maxConnectionsPerIp > 0 && fromIp >= limits.maxConnectionsPerIp) return refuse('ip', remote, limits.maxConnectionsPerIp)
-      total++
+      if (!counted) count(socket)
       perIp.set(remote, fromIp + 1)
-      // The accepted socket emits 'close' once, also when TLS took over its handle.
       socket.once('close', () => {
-        total--
         const left = (perIp.get(remote) ?? 1) - 1
         if (left <= 0) perIp.delete(remote)
         else perIp.set(remote, left)

@@ -3,7 +3,7 @@ import { BastionError } from '../errors.js'
 
 /** A bound server socket that hands each accepted connection to the broker. */
 export interface Listener {
-  readonly type: 'tls' | 'tcp'
+  readonly type: 'tls' | 'tcp' | 'wss'
   /** The address actually bound (port 0 in config becomes the real port here). */
   readonly host: string
   readonly port: number
@@ -20,16 +20,23 @@ export type ConnectionHandler = (socket: Socket) => void
 export interface ListenerLimits {
   /** Asked once per accepted socket, before any TLS work: false means refuse (the listener destroys it). */
   admit (socket: Socket): boolean
+  /**
+   * Counts a socket in the total before its PROXY header says whose it is (admit follows with
+   * the real address and does not count it twice): false means refuse.
+   */
+  hold? (socket: Socket): boolean
   /** Milliseconds a TLS handshake may take. */
   readonly tlsHandshakeTimeout: number
   /** Told of a TLS handshake that did not finish in time (the socket is closed). */
   handshakeTimedOut (remote: string | undefined): void
+  /** The largest MQTT packet accepted (bytes): a listener that frames packets (wss) bounds its frames by it. */
+  readonly maxPacketSize?: number
 }
 
 const LISTEN_BACKLOG = 4096
 
 /** Binds `server`, turning EADDRINUSE and friends into one line that names the address. */
-export async function bind (server: Server, type: 'tls' | 'tcp', host: string, port: number): Promise<Listener> {
+export async function bind (server: Server, type: Listener['type'], host: string, port: number): Promise<Listener> {
   await new Promise<void>((resolve, reject) => {
     const onError = (err: NodeJS.ErrnoException): void => {
       const hint = err.code === 'EADDRINUSE' ? ': another program (another broker, Mosquitto?) holds that port; stop it or set another listeners[].port'

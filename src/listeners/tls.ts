@@ -1,59 +1,12 @@
-import { constants } from 'node:crypto'
-import { readFileSync } from 'node:fs'
-import { createServer as createNetServer } from 'node:net'
-import { dirname } from 'node:path'
-import { createSecureContext, createServer, type SecureContextOptions, type TLSSocket } from 'node:tls'
+import { createServer as createNetServer, type Socket } from 'node:net'
+import { createServer, type TLSSocket } from 'node:tls'
 import { DEFAULT_TLS_CIPHERS, type TlsListenerConfig } from '../config/schema.js'
-import { BastionError } from '../errors.js'
 import type { Logger } from '../log.js'
 import { createLogGate, type LogGate } from '../log-gate.js'
 import { assertPrivate } from '../stores/permissions.js'
 import { bind, type ConnectionHandler, type Listener, type ListenerLimits } from './listener.js'
-
-function read (path: string, what: string): Buffer {
-  try {
-    return readFileSync(path)
-  } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code ?? String(err)
-    // Relative paths in a config file resolve against its own folder, not the working directory.
-    const hint = code !== 'ENOENT'
-      ? ''
-      : what === 'certificate revocation list'
-        // A CRL exists once a first client certificate was revoked: it is `certs revoke`'s output.
-        ? `; it is written by: mqtt-bastion certs revoke NAME --out ${dirname(path)} (or remove crl: until a certificate is revoked)`
-        : `; create the CA and server certificate with: mqtt-bastion certs init --out ${dirname(path)}`
-    throw new BastionError('BASTION_ERR_CERTS', `cannot read TLS ${what} ${path}: ${code}${hint}`)
-  }
-}
-
-/** Files of the secure context, read afresh at start and on every reload. */
-function contextOptions (cfg: TlsListenerConfig): SecureContextOptions {
-  const options: SecureContextOptions = {
-    cert: read(cfg.cert, 'certificate'),
-    key: read(cfg.key, 'private key'),
-    ...(cfg.ca === undefined ? {} : { ca: read(cfg.ca, 'CA certificate') }),
-    // Node turns on OpenSSL's CRL checks when a CRL is given: a revoked client certificate
-    // fails the handshake.
-    ...(cfg.crl === undefined ? {} : { crl: read(cfg.crl, 'certificate revocation list') }),
-    // TLS 1.0 and 1.1 are never offered: RFC 8996 deprecates them.
-    minVersion: cfg.minVersion,
-    // By default ECDHE + AEAD only on TLS 1.2 (DEFAULT_TLS_CIPHERS); TLS 1.3 keeps Node's suites.
-    ciphers: cfg.ciphers,
-    honorCipherOrder: true,
-    // Node's own guard lets a client renegotiate 3 times per 10 minutes, each a full handshake
-    // the server pays for. OpenSSL refuses every one instead: it answers the ClientHello with a
-    // no_renegotiation alert (RFC 5246 7.2.2) and the connection stays on its first handshake.
-    secureOptions: constants.SSL_OP_NO_RENEGOTIATION
-  }
-  try {
-    // Build once here so a key that does not match its certificate, or a CRL that is not one,
-    // fails with a message naming the files instead of inside the server.
-    createSecureContext(options)
-  } catch (err) {
-    throw new BastionError('BASTION_ERR_CERTS', `TLS files of listener ${cfg.host}:${cfg.port} are unusable (${cfg.cert}, ${cfg.key}${cfg.crl === undefined ? '' : ', ' + cfg.crl}): ${(err as Error).message}`)
-  }
-  return options
-}
+import { carryPeer, proxyGateFor } from './proxy-protocol.js'
+import { contextOptions } from './tls-context.js'
 
 /**
  * The device-facing listener. With requireClientCertificate the TLS handshake itself fails for
@@ -67,6 +20,17 @@ export async function startTlsListener (cfg: TlsListenerConfig, handle: Connecti
     if (open === undefined) return
     log.info({ event, remote, reason, ...(open.suppressed > 0 ? { suppressed: open.suppressed } : {}) }, msg)
   }
+  // With proxyProtocol: trusted proxies only, each connection's header read before TLS.
+  const proxy = proxyGateFor(cfg.proxyProtocol, log, limits)
+  /** Behind a proxy, gives the TLS socket its client's address; false (socket closed) if it has none. */
+  function proxiedPeer (socket: TLSSocket): boolean {
+    if (proxy === undefined || carryPeer(socket)) return true
+    // Only if Node stopped linking a TLS socket to the socket it wraps: refuse rather than
+    // count every client's failures against the proxy.
+    socket.destroy()
+    if (logGate.pass('proxy.unlinked') !== undefined) log.error({ event: 'proxy.unlinked' }, 'connection refused: its TLS socket lost the address from the PROXY header')
+    return false
+  }
 
   const server = createServer({
     ...contextOptions(cfg),
@@ -76,6 +40,7 @@ export async function startTlsListener (cfg: TlsListenerConfig, handle: Connecti
     // saying why: the operator needs to see "CERT_REVOKED" or "UNABLE_TO_VERIFY_LEAF_SIGNATURE".
     rejectUnauthorized: false
   }, (socket: TLSSocket) => {
+    if (!proxiedPeer(socket)) return
     const remote = socket.remoteAddress
     if (cfg.requireClientCertificate && !socket.authorized) {
       refused('tls.handshake_failed', remote, String(socket.authorizationError ?? 'NO_CERTIFICATE'), 'client certificate refused')
@@ -92,6 +57,7 @@ export async function startTlsListener (cfg: TlsListenerConfig, handle: Connecti
   })
 
   server.on('tlsClientError', (err: NodeJS.ErrnoException, socket: TLSSocket) => {
+    if (!proxiedPeer(socket)) return
     const remote = socket.remoteAddress
     // Node only reports a handshake timeout; the socket would stay open until the peer leaves.
     socket.destroy()
@@ -104,16 +70,22 @@ export async function startTlsListener (cfg: TlsListenerConfig, handle: Connecti
   })
   // A plain TCP server accepts and counts first: a socket over a connection limit is dropped
   // before it costs a TLS handshake. Admitted ones are handed to the TLS server (Node documents
-  // emitting 'connection' for injecting sockets).
+  // emitting 'connection' for injecting sockets). Behind a proxy, the PROXY header is read
+  // first, so the admission sees the device's address; the bytes after it (the ClientHello)
+  // wait in the socket, and node:tls reads them from there.
   // noDelay: each MQTT packet goes out when written (TCP_NODELAY), not held back by Nagle's
   // algorithm until the peer acknowledges the previous one; writes of one turn of the event
   // loop are already coalesced into one TLS record, so nothing is gained by waiting.
-  const front = createNetServer({ noDelay: true }, (socket) => {
+  const admitted = (socket: Socket): void => {
     if (limits !== undefined && !limits.admit(socket)) {
       socket.destroy()
       return
     }
     server.emit('connection', socket)
+  }
+  const front = createNetServer({ noDelay: true }, (socket) => {
+    if (proxy === undefined) admitted(socket)
+    else proxy.accept(socket, admitted)
   })
   // Object.assign keeps bind()'s `listening` getter live (a spread would copy its value once).
   const listener: Listener = Object.assign(await bind(front, 'tls', cfg.host, cfg.port), {
@@ -125,6 +97,6 @@ export async function startTlsListener (cfg: TlsListenerConfig, handle: Connecti
       server.setSecureContext(contextOptions(cfg))
     }
   })
-  log.info({ event: 'listener.started', type: 'tls', host: cfg.host, port: listener.port, minVersion: cfg.minVersion, ...(cfg.ciphers === DEFAULT_TLS_CIPHERS ? {} : { ciphers: cfg.ciphers }), requireClientCertificate: cfg.requireClientCertificate }, 'TLS listener started')
+  log.info({ event: 'listener.started', type: 'tls', host: cfg.host, port: listener.port, minVersion: cfg.minVersion, ...(cfg.ciphers === DEFAULT_TLS_CIPHERS ? {} : { ciphers: cfg.ciphers }), requireClientCertificate: cfg.requireClientCertificate, ...(cfg.proxyProtocol === undefined ? {} : { proxyProtocol: cfg.proxyProtocol }) }, 'TLS listener started')
   return listener
 }
