@@ -14,6 +14,9 @@ import { generateSecret, generateSync } from 'otplib'
 // Node options for our broker processes only, e.g. a CPU profile of each run:
 // BENCH_COMPARE_NODE_ARGS='--cpu-prof --cpu-prof-dir=/tmp/prof'
 const NODE_ARGS = (process.env.BENCH_COMPARE_NODE_ARGS ?? '').split(' ').filter((a) => a !== '')
+// Our brokers run with the malloc setting `npm start`, the systemd unit and the image give them
+// (docs/deploy.md, "Memory"); BENCH_COMPARE_GLIBC_TUNABLES= (empty) runs them with glibc's defaults.
+const OUR_ENV = { ...process.env, GLIBC_TUNABLES: process.env.BENCH_COMPARE_GLIBC_TUNABLES ?? 'glibc.malloc.mmap_threshold=65536' }
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url))
 const CLI = join(ROOT, 'dist', 'cli', 'main.js')
@@ -217,7 +220,7 @@ export async function startBroker (kind, { cpu, logFile }) {
   const { command, args, ready } = kind.start(port)
   const fd = openSync(logFile, 'w')
   const [cmd, argv] = cpu === undefined ? [command, args] : ['taskset', ['-c', String(cpu), command, ...args]]
-  const child = spawn(cmd, argv, { stdio: ['ignore', fd, fd] }) // taskset execs: the pid is the broker's
+  const child = spawn(cmd, argv, { stdio: ['ignore', fd, fd], env: kind.ours ? OUR_ENV : process.env }) // taskset execs: the pid is the broker's
   closeSync(fd)
   const handle = { kind, port, pid: child.pid, child, logFile, exited: null }
   handle.exited = new Promise((resolve) => child.once('exit', (code, signal) => { running.delete(handle); resolve({ code, signal }) }))

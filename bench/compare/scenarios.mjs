@@ -86,19 +86,37 @@ export async function runRepetition ({ kind, rep, opts, files, pin, emit }) {
   }
 }
 
-/** N idle TLS connections, logged in: (RSS after - RSS before) / N. */
+/**
+ * N idle TLS connections, logged in, opened in two halves: (RSS after - RSS before) / N, and the
+ * marginal cost, (RSS after - RSS between the halves) / second half. The first number carries
+ * what the process grows once whatever N is (V8's young generation and code, caches filled by
+ * the first logins); the second is what one more connection costs, i.e. what sizes a fleet.
+ */
 async function idleMemory ({ kind, rep, opts, gen, handle, out }) {
   await sleep(1000)
   const before = brokerRssKiB(handle.pid)
+  const creds = kind.creds.idle(rep, opts.idle)
+  const half = Math.floor(creds.length / 2)
   const meter = cpuMeter(handle.pid)
-  const r = await gen.spread('openIdle', kind.creds.idle(rep, opts.idle), 'creds', { concurrency: 16 })
+  const first = await gen.spread('openIdle', creds.slice(0, half), 'creds', { concurrency: 16 })
+  await sleep(opts.settleMs)
+  const mid = brokerRssKiB(handle.pid)
+  const second = await gen.spread('openIdle', creds.slice(half), 'creds', { concurrency: 16 })
   const m = meter()
   await sleep(opts.settleMs) // let the broker finish what the logins left behind (GC, log writes)
   const after = brokerRssKiB(handle.pid)
+  const ok = first.ok + second.ok
+  const failed = { ...first.failed }
+  for (const [why, n] of Object.entries(second.failed ?? {})) failed[why] = (failed[why] ?? 0) + n
+  const ms = [...(first.ms ?? []), ...(second.ms ?? [])]
   out({
-    scenario: 'idle_memory', value: r.ok > 0 ? round((after - before) / r.ok, 2) : null, unit: 'KiB/connection',
-    connections: r.ok, failed: r.failed, rss_before_kib: before, rss_after_kib: after,
-    open_rate: round(r.ok / m.seconds), login_p50_ms: pct(r.ms, 50), ...m, ...perUnit(m, r.ok, opts.genCores)
+    scenario: 'idle_memory', value: ok > 0 ? round((after - before) / ok, 2) : null, unit: 'KiB/connection',
+    connections: ok, failed, rss_before_kib: before, rss_mid_kib: mid, rss_after_kib: after,
+    open_rate: round(ok / (m.seconds - opts.settleMs / 1000)), login_p50_ms: pct(ms, 50), ...m, ...perUnit(m, ok, opts.genCores)
+  })
+  out({
+    scenario: 'idle_memory_marginal', value: second.ok > 0 ? round((after - mid) / second.ok, 2) : null, unit: 'KiB/connection',
+    connections: second.ok, rss_mid_kib: mid, rss_after_kib: after
   })
   await gen.all('closeIdle')
 }

@@ -51,7 +51,8 @@ function copyParts (args: string): { from?: string; sources: string[]; dest: str
 
 const envOf = (stage: Stage): Record<string, string> => Object.fromEntries(stage.steps
   .filter((s) => s.op === 'ENV')
-  .flatMap((s) => s.args.split(/\s+/).map((kv) => kv.split('=', 2) as [string, string])))
+  // KEY=VALUE pairs; a value may hold '=' itself (GLIBC_TUNABLES=glibc.malloc.x=1).
+  .flatMap((s) => s.args.split(/\s+/).map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)] as [string, string])))
 
 const stages = parseDockerfile(read('docker/Dockerfile'))
 const build = stages[0] as Stage
@@ -277,4 +278,17 @@ t.test('systemd-analyze verify accepts the unit without warnings', async (t) => 
   t.equal(r.status, 0, `exit status (stderr: ${r.stderr.trim()})`)
   // Unknown keys and bad values are only warnings (exit 0): any line naming the unit fails.
   t.same(r.stderr.split('\n').filter((l) => l.includes('mqtt-bastion.service')), [], 'no warnings about the unit')
+})
+
+// --- memory: one malloc setting wherever we start the broker ----------------------------------
+t.test('npm start, the image and the systemd unit give the broker the same GLIBC_TUNABLES (docs/deploy.md, "Memory")', async (t) => {
+  const pkg = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { scripts: Record<string, string> }
+  const fromStart = /^GLIBC_TUNABLES=\$\{GLIBC_TUNABLES:-([^}]+)\} node dist\/cli\/main\.js start$/.exec(pkg.scripts.start ?? '')?.[1]
+  t.equal(fromStart, 'glibc.malloc.mmap_threshold=65536', 'npm start sets it unless the environment already does')
+  t.equal(envOf(runtime).GLIBC_TUNABLES, fromStart, 'the runtime image sets the same')
+  const svc = parseUnit(readFileSync(UNIT, 'utf8')).get('Service') ?? []
+  const unitEnv = svc.filter(([k]) => k === 'Environment').map(([, v]) => v).find((v) => v.startsWith('GLIBC_TUNABLES='))
+  t.equal(unitEnv, `GLIBC_TUNABLES=${fromStart}`, 'the systemd unit sets the same')
+  // And the docs say what it is for.
+  t.match(readFileSync(join(ROOT, 'docs/deploy.md'), 'utf8'), /## Memory[\s\S]*glibc\.malloc\.mmap_threshold=65536/)
 })

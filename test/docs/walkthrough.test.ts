@@ -83,6 +83,10 @@ t.test('README walkthrough and the device flow of docs/devices.md run as written
   while (!log.includes('"broker.ready"') && Date.now() - started < 60_000 && broker.exitCode === null) await new Promise((r) => setTimeout(r, 200))
   t.match(log, /"event":"broker\.ready"/, 'npm start reached broker.ready')
   t.match(log, /"event":"store\.empty"/, 'and says nobody can log in yet, as the Quick start promises')
+  // The broker npm start runs gets the malloc setting of docs/deploy.md ("Memory").
+  const readyPid = Number(/"pid":(\d+)[^\n]*"event":"broker\.ready"|"event":"broker\.ready"[^\n]*"pid":(\d+)/.exec(log)?.slice(1).find((x) => x !== undefined))
+  const brokerEnv = readFileSync(`/proc/${readyPid}/environ`, 'utf8').split('\0')
+  t.ok(brokerEnv.includes('GLIBC_TUNABLES=glibc.malloc.mmap_threshold=65536'), `npm start's broker (pid ${readyPid}) runs with GLIBC_TUNABLES`)
 
   // One shell for every block, in document order; markers split what each printed.
   const stopSubscriber = spanAfter(walk, 'Stop the subscriber with')
