@@ -10,7 +10,7 @@ import type { Action, Decision, Identity, LoginFailure } from '../types.js'
 import type { ClientIdOwners } from '../stores/store.js'
 import type { Authenticator, LoginResult } from './authenticator.js'
 import { certCommonName, certificateLogin } from './certificate-identity.js'
-import { accountGroup, addressGroup, createRefusalLog, remoteOf } from './refusal-log.js'
+import { accountGroup, addressGroup, createRefusalLog, remoteOf, shownId } from './refusal-log.js'
 export { LOGIN_FAILURES_LOGGED } from './refusal-log.js'
 import { createSessionRegistry, type SessionRegistry } from './sessions.js'
 import { isBackendFault } from './login.js'
@@ -322,7 +322,8 @@ export function createHooks (opts: HookOptions): {
     // Malformed packets cost the client only a reconnect: one line per address and minute.
     broker.on('clientError', (client, err) => {
       const remote = remoteOf(client)
-      debugGated('client.error', addressGroup(remote), '', { clientId: client.id, remote, err: err.message }, 'client error')
+      // Also a CONNECT refused for its client id's length: only the start of the id.
+      debugGated('client.error', addressGroup(remote), '', { clientId: shownId(client.id), remote, err: err.message }, 'client error')
     })
     broker.on('connectionError', (client, err) => {
       const remote = remoteOf(client)

@@ -25,6 +25,11 @@ export const accountGroup = (user: string): string => `u\u0000${user}`
 export const addressGroup = (remote: string): string => `a\u0000${ipKey(remote)}`
 const suppressedField = (open: { suppressed: number }): { suppressed?: number } => open.suppressed > 0 ? { suppressed: open.suppressed } : {}
 
+/** Characters of a client id shown in lines about a CONNECT refused for its id (limits.maxClientIdLength). */
+const ID_SHOWN = 64
+/** A client id as logged where it may be any length up to 64 KiB: its start only. */
+export const shownId = (id: string | null | undefined): string | null | undefined => typeof id === 'string' && id.length > ID_SHOWN ? `${id.slice(0, ID_SHOWN)}...` : id
+
 export function remoteOf (client: Client): string {
   return (client.conn as Partial<TLSSocket>).remoteAddress ?? 'unknown'
 }

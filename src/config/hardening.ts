@@ -51,6 +51,12 @@ export interface LimitsConfig {
   readonly receiveMaximum: number
   /** Largest MQTT packet accepted, bytes (advertised to MQTT 5 clients as Maximum Packet Size). */
   readonly maxPacketSize: number
+  /**
+   * Longest client identifier, bytes of UTF-8. MQTT allows 65 535; a longer one than this is
+   * refused at CONNECT (0x85 / 3.1.1 return code 2), before any credential work, so no id of
+   * that size reaches the ownership table or a log line.
+   */
+  readonly maxClientIdLength: number
   /** Longest topic name or filter, bytes of UTF-8. */
   readonly maxTopicLength: number
   /** Most levels in a topic name or filter. */
@@ -123,7 +129,7 @@ export function parseAuthHardening (auth: Raw): AuthHardening {
 export function parseLimits (value: unknown): LimitsConfig {
   const p = 'limits'
   const raw = object(value, p, ['maxConnections', 'maxConnectionsPerIp', 'tlsHandshakeTimeout', 'connectTimeout', 'maxKeepAlive',
-    'receiveMaximum', 'maxPacketSize', 'maxTopicLength', 'maxTopicLevels', 'maxSubscriptions', 'maxQueuedBytes', 'publishRate', 'subscribeRate'])
+    'receiveMaximum', 'maxPacketSize', 'maxClientIdLength', 'maxTopicLength', 'maxTopicLevels', 'maxSubscriptions', 'maxQueuedBytes', 'publishRate', 'subscribeRate'])
   const rate = object(raw.publishRate, `${p}.publishRate`, ['messages', 'bytes'])
   const subRate = object(raw.subscribeRate, `${p}.subscribeRate`, ['packets', 'filters'])
   const maxPacketSize = int(raw, 'maxPacketSize', `${p}.maxPacketSize`, 65_536, 128, 268_435_455)
@@ -135,6 +141,8 @@ export function parseLimits (value: unknown): LimitsConfig {
     maxKeepAlive: int(raw, 'maxKeepAlive', `${p}.maxKeepAlive`, 300, 0, 65_535),
     receiveMaximum: int(raw, 'receiveMaximum', `${p}.receiveMaximum`, 32, 1, 65_535),
     maxPacketSize,
+    // 256: room for a UUID, a MAC address or a long device path; AWS IoT allows 128.
+    maxClientIdLength: int(raw, 'maxClientIdLength', `${p}.maxClientIdLength`, 256, 1, 65_535),
     maxTopicLength: int(raw, 'maxTopicLength', `${p}.maxTopicLength`, 256, 1, 65_535),
     // aedes' topic matcher cannot go deeper than 100 levels.
     maxTopicLevels: int(raw, 'maxTopicLevels', `${p}.maxTopicLevels`, 16, 1, 100),

@@ -8,6 +8,7 @@ import type { LimitsConfig } from '../config/hardening.js'
 import type { Logger } from '../log.js'
 import { createLogGate } from '../log-gate.js'
 import type { Identity, LoginFailure } from '../types.js'
+import { shownId } from '../auth/refusal-log.js'
 import { DISCONNECT_GRACE_MS, disconnectWithin, RC_MESSAGE_RATE_TOO_HIGH } from './disconnect.js'
 import { createQueueGuard } from './queue.js'
 import { createPublishBucket, createSubscribeBucket, type PublishBucket, type SubscribeBucket } from './rate.js'
@@ -53,7 +54,7 @@ export function aedesLimitOptions (limits: LimitsConfig): Partial<AedesOptions> 
   }
 }
 
-interface ConnectRefusal { returnCode: 2 | 5; limit: 'keepalive' | 'topic'; fields: Record<string, unknown>; msg: string }
+interface ConnectRefusal { returnCode: 2 | 5; limit: 'keepalive' | 'client_id' | 'topic'; fields: Record<string, unknown>; msg: string }
 /** A client over a rate: disconnected (0x96) once what it sent before has been answered. */
 interface Kick { started: boolean; closed: boolean; waiting: Array<() => void> }
 interface RateState {
@@ -189,7 +190,11 @@ export function createGuards (inner: Partial<AedesOptions>, opts: GuardOptions):
     // Mosquitto's max_keepalive does, the CONNECT is refused (keepalive 0 would mean never).
     // maxKeepAlive 0 is no cap at all.
     const keepalive = packet.keepalive ?? 0
-    if (max > 0 && packet.protocolVersion !== 5 && (keepalive === 0 || keepalive > max)) {
+    const idLength = Buffer.byteLength(packet.clientId ?? '')
+    if (idLength > limits.maxClientIdLength) {
+      // 0x85 Client Identifier not valid (3.1.1: 2, identifier rejected).
+      refusals.set(client, { returnCode: RC_IDENTIFIER_REJECTED, limit: 'client_id', fields: { length: idLength, max: limits.maxClientIdLength }, msg: 'login refused: client identifier too long' })
+    } else if (max > 0 && packet.protocolVersion !== 5 && (keepalive === 0 || keepalive > max)) {
       refusals.set(client, { returnCode: RC_IDENTIFIER_REJECTED, limit: 'keepalive', fields: { requested: keepalive, max }, msg: 'login refused: keepalive out of bounds' })
       // Lets aedes' own check (which would answer the invalid code 6) pass to our refusal.
       packet.keepalive = max
@@ -211,7 +216,8 @@ export function createGuards (inner: Partial<AedesOptions>, opts: GuardOptions):
     refusals.delete(client)
     const remote = remoteOf(client)
     // Refused before any credential work: no password hashing, no lockout count.
-    report.hit(refusal.limit, remote, 'warn', refusal.limit === 'keepalive' ? { clientId: client.id, remote, ...refusal.fields } : { user: undefined, clientId: client.id, remote, ...refusal.fields }, refusal.msg)
+    const clientId = shownId(client.id)
+    report.hit(refusal.limit, remote, 'warn', refusal.limit === 'keepalive' ? { clientId, remote, ...refusal.fields } : { user: undefined, clientId, remote, ...refusal.fields }, refusal.msg)
     if (refusal.limit === 'keepalive') loginFailed(client, 'keepalive_rejected')
     done(authError(refusal.returnCode, refusal.msg), false)
   }

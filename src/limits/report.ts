@@ -3,7 +3,7 @@ import type { Logger } from '../log.js'
 import { createLogGate } from '../log-gate.js'
 
 /** The limits that can refuse something; also the only values of the metrics label. */
-export const LIMIT_NAMES = ['connections', 'handshake_timeout', 'connect_timeout', 'keepalive', 'packet_size', 'topic',
+export const LIMIT_NAMES = ['connections', 'handshake_timeout', 'connect_timeout', 'keepalive', 'client_id', 'packet_size', 'topic',
   'subscriptions', 'queue', 'publish_rate', 'subscribe_rate', 'receive_maximum'] as const
 export type LimitName = typeof LIMIT_NAMES[number]
 

@@ -16,6 +16,7 @@ t.test('hardening defaults: every limit is on with a safe value', async (t) => {
     receiveMaximum: 32,
     maxPacketSize: 65536,
     maxTopicLength: 256,
+    maxClientIdLength: 256,
     maxTopicLevels: 16,
     maxSubscriptions: 64,
     maxQueuedBytes: 1048576,
