@@ -58,6 +58,12 @@ function duplicateIn (records: readonly UserRecord[], err: unknown): BastionErro
   return new BastionError('BASTION_ERR_USER_EXISTS', r === undefined ? 'a user in the batch already exists' : `user ${r.username} already exists`, { cause: err })
 }
 
+/** An ISO 8601 createdAt as a Date for the column; null (the database's time) when there is none. */
+function createdDate (iso: string): Date | null {
+  const d = new Date(iso)
+  return iso === '' || Number.isNaN(d.getTime()) ? null : d
+}
+
 /**
  * Users in a MySQL/MariaDB table. Existing tables (username, password, totp_secret) work as
  * they are; `enabled`, `last_step` and `created_at` are used when present. Every statement
@@ -219,7 +225,11 @@ export function createMysqlStore (cfg: MysqlStoreConfig, log: Logger): MysqlStor
       else if (records.some((r) => !r.enabled)) needColumn(cols, 'enabled', 'a disabled user')
       // Moving users between stores keeps their last TOTP step: a used code stays used.
       if (cols.has('lastStep')) names.push(id('lastStep'))
-      const row = `(${names.map(() => '?').join(', ')})`
+      // An import keeps when each user was created (an export reads back what was imported);
+      // a record without a valid date gets the database's own time.
+      const marks = names.map(() => '?')
+      if (cols.has('createdAt')) { names.push(id('createdAt')); marks.push('COALESCE(?, CURRENT_TIMESTAMP)') }
+      const row = `(${marks.join(', ')})`
       const conn = await pool.getConnection().catch((err: unknown) => { throw unavailable(err) })
       try {
         await conn.beginTransaction()
@@ -230,6 +240,7 @@ export function createMysqlStore (cfg: MysqlStoreConfig, log: Logger): MysqlStor
             values.push(r.username, r.passwordHash, r.totpSecret)
             if (cols.has('enabled')) values.push(r.enabled ? 1 : 0)
             if (cols.has('lastStep')) values.push(r.lastStep ?? null)
+            if (cols.has('createdAt')) values.push(createdDate(r.createdAt))
           }
           await conn.query({ sql: `INSERT INTO ${table} (${names.join(', ')}) VALUES ${chunk.map(() => row).join(', ')}`, timeout: cfg.queryTimeout }, values)
         }

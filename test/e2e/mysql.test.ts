@@ -185,6 +185,25 @@ t.test('the CLI manages users in MySQL with the same commands', async (t) => {
   t.match((await cli('user', 'remove', 'cliuser')).stderr, /no such user/)
 })
 
+t.test('user import into MySQL keeps each user\'s createdAt, so export gives back what was imported', async (t) => {
+  const file = join(cfgDir, 'import.jsonl')
+  const lines = [
+    { username: 'imp-old', passwordHash: PYTHON_HASH, totpSecret: newSecret(), enabled: true, createdAt: '2020-01-02T03:04:05.000Z' },
+    { username: 'imp-new', passwordHash: PYTHON_HASH, totpSecret: newSecret(), enabled: false }
+  ]
+  writeFileSync(file, lines.map((l) => JSON.stringify(l)).join('\n') + '\n', { mode: 0o600 })
+  const before = Date.now()
+  const imp = await cli('user', 'import', file)
+  t.equal(imp.code, 0, imp.stderr)
+  const exported = (await cli('user', 'export')).stdout.split('\n').filter((l) => l !== '').map((l) => JSON.parse(l))
+  const old = exported.find((u: any) => u.username === 'imp-old')
+  t.equal(old?.createdAt, '2020-01-02T03:04:05.000Z', 'the date from the file, not the import time')
+  const fresh = exported.find((u: any) => u.username === 'imp-new')
+  t.ok(Date.parse(fresh?.createdAt) >= Math.floor(before / 1000) * 1000 - 1000, `a line without createdAt gets the import time (${fresh?.createdAt})`)
+  t.equal(fresh?.enabled, false)
+  await sql.query('DELETE FROM users WHERE username IN (?, ?)', ['imp-old', 'imp-new'])
+})
+
 t.test('a flood of wrong codes from 40 addresses fills a one-connection pool: busy (0x89), never an outage, and the device logs in after', async (t) => {
   // queryTimeout well above the lock below: a lookup that waits is slow, not failed.
   const h = await startHarness({ auth: { store: { ...storeConfig, poolSize: 1, queryTimeout: 15000 }, lockout: { maxFailuresPerIp: 0, maxFailuresPerUser: 0 } } })
