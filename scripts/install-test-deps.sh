@@ -22,6 +22,9 @@
 #   haproxy            (a real PROXY protocol v2 sender in front of the broker: the test runs
 #                       its own `haproxy -db` on 127.0.0.1; the haproxy service is neither
 #                       started nor left enabled)
+#   redis-server       (the cluster tests start their own throwaway redis-server on 127.0.0.1,
+#                       no config file, nothing saved; the redis-server service is neither
+#                       started nor left enabled)
 # Does nothing when they are present; installs them with apt-get when run as root;
 # otherwise names what is missing and exits 1.
 set -euo pipefail
@@ -43,6 +46,7 @@ if [ ! -x /usr/sbin/dockerd ] || [ ! -x /usr/bin/docker ] || [ ! -x /usr/bin/con
 fi
 command -v mmdebstrap >/dev/null 2>&1 || missing+=(mmdebstrap)
 command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || missing+=(haproxy)
+command -v redis-server >/dev/null 2>&1 || [ -x /usr/bin/redis-server ] || missing+=(redis-server)
 if ! command -v mariadbd >/dev/null 2>&1 && [ ! -x /usr/sbin/mariadbd ] || ! command -v mariadb-install-db >/dev/null 2>&1; then
   missing+=(mariadb-server)
 fi
@@ -82,4 +86,8 @@ fi
 # And haproxy enables haproxy.service; the PROXY protocol test runs its own haproxy.
 if [[ " ${missing[*]} " == *" haproxy "* ]] && command -v systemctl >/dev/null 2>&1; then
   systemctl disable --quiet haproxy.service 2>/dev/null || true
+fi
+# And redis-server enables redis-server.service; the cluster tests run their own redis-server.
+if [[ " ${missing[*]} " == *" redis-server "* ]] && command -v systemctl >/dev/null 2>&1; then
+  systemctl disable --quiet redis-server.service 2>/dev/null || true
 fi

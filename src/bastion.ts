@@ -37,6 +37,7 @@ import { timedStore, watchedBackend } from './monitoring/instrument.js'
 import { createMetrics } from './monitoring/metrics.js'
 import { assertPrivate } from './stores/permissions.js'
 import { createStore } from './stores/create.js'
+import { startClusterEngine, type ClusterEngine } from './cluster/engine.js'
 import type { UserStore } from './stores/store.js'
 import { drainDeliveries, trackDeliveries, type DrainTracker } from './shutdown.js'
 
@@ -212,6 +213,7 @@ export async function createBastion (config: BastionConfig, opts: BastionOptions
   let broker: Aedes | undefined
   let monitoring: MonitoringServer | undefined
   let deliveries: DrainTracker | undefined
+  let cluster: ClusterEngine | undefined
   try {
     await passwords.ready()
     if (store !== undefined && (config.auth.store.type === 'file' || config.auth.store.type === 'sqlite') && (await store.list()).length === 0) {
@@ -234,7 +236,9 @@ export async function createBastion (config: BastionConfig, opts: BastionOptions
       // Caps what a DISCONNECT may set too (a CONNECT's request is capped by the hooks).
       ...(config.sessions.maxExpiry > 0 ? { sessionExpiryIntervalLimit: config.sessions.maxExpiry } : {})
     }
-    broker = await Aedes.createBroker(engineOptions)
+    // With `cluster`: routing and sessions through Redis; a Redis that cannot be reached stops the start here.
+    if (config.cluster !== undefined) cluster = await startClusterEngine(config.cluster, log.child({ module: 'cluster' }))
+    broker = await Aedes.createBroker({ ...engineOptions, ...cluster?.options })
     hooks.attach(broker)
     guards.attach(broker)
     const connections = createConnectionLimiter(config.limits, report)
@@ -294,6 +298,7 @@ export async function createBastion (config: BastionConfig, opts: BastionOptions
     await monitoring?.close()
     await Promise.all(listeners.map(async (l) => await l.close()))
     if (broker !== undefined) await new Promise<void>((resolve) => broker?.close(() => resolve()))
+    await cluster?.close()
     await release()
     throw err
   }
@@ -335,6 +340,7 @@ export async function createBastion (config: BastionConfig, opts: BastionOptions
         if (deliveries !== undefined) await drainDeliveries(deliveries, config.shutdown.drainTimeout, b.connectedClients, log)
         await new Promise<void>((resolve) => b.close(() => resolve()))
         await stopped
+        await cluster?.close()
         await release()
         log.info({ event: 'broker.stopped' }, 'broker stopped')
       })()

@@ -13,7 +13,8 @@ export const ErrorCodes = {
   BASTION_ERR_CERTS: 'certificate files could not be created or read',
   BASTION_ERR_BACKEND_UNAVAILABLE: 'an authentication backend could not answer',
   BASTION_ERR_LISTEN: 'a listener could not start',
-  BASTION_ERR_BUSY: 'too many logins are waiting; the server is busy'
+  BASTION_ERR_BUSY: 'too many logins are waiting; the server is busy',
+  BASTION_ERR_CLUSTER: 'the cluster\'s Redis could not be reached or refused the broker'
 } as const
 
 export type ErrorCode = keyof typeof ErrorCodes

@@ -5,6 +5,7 @@ import { bool, fail, host, int, object, oneOf, str, type Raw } from './fields.js
 import { AUTH_HARDENING_KEYS, parseAuthHardening, parseLimits, parseShutdown, type AuthHardening, type LimitsConfig, type ShutdownConfig } from './hardening.js'
 import { origins, wsPath } from './wss.js'
 import { parseProxyProtocol, type ProxyProtocolConfig } from './proxy-protocol.js'
+import { parseCluster, type ClusterConfig } from './cluster.js'
 
 export type TlsVersion = 'TLSv1.2' | 'TLSv1.3'
 
@@ -172,6 +173,8 @@ export interface BastionConfig {
   readonly shutdown: ShutdownConfig
   /** Generate a development CA and server certificate when a TLS listener's files are missing. */
   readonly devCertificates: boolean
+  /** Several nodes sharing routing and sessions through Redis; absent: a single node. */
+  readonly cluster?: ClusterConfig
 }
 
 export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent'
@@ -407,7 +410,7 @@ function totpRequired (totp: Raw, s: StoreConfig): boolean {
  * Unknown keys are errors: a typo must never silently fall back to a default.
  */
 export function parseConfig (doc: unknown, base: string, opts: { devCertificates?: boolean; env?: NodeJS.ProcessEnv } = {}): BastionConfig {
-  const root = object(doc, '', ['listeners', 'auth', 'acl', 'sessions', 'will', 'log', 'monitoring', 'limits', 'shutdown', 'devCertificates'])
+  const root = object(doc, '', ['listeners', 'auth', 'acl', 'sessions', 'will', 'log', 'monitoring', 'limits', 'shutdown', 'devCertificates', 'cluster'])
 
   const rawListeners = root.listeners ?? [{ type: 'tls' }]
   if (!Array.isArray(rawListeners) || rawListeners.length === 0) fail('listeners', 'must be a non-empty list')
@@ -441,6 +444,7 @@ export function parseConfig (doc: unknown, base: string, opts: { devCertificates
   const will = object(root.will, 'will', ['serverWill'])
   const log = object(root.log, 'log', ['level'])
   const monitoring = object(root.monitoring, 'monitoring', ['enabled', 'host', 'port'])
+  const cluster = parseCluster(root.cluster, base, opts.env ?? {})
 
   return Object.freeze({
     listeners: Object.freeze(listeners),
@@ -474,7 +478,8 @@ export function parseConfig (doc: unknown, base: string, opts: { devCertificates
     }),
     limits: parseLimits(root.limits),
     shutdown: parseShutdown(root.shutdown),
-    devCertificates: bool(root, 'devCertificates', 'devCertificates', opts.devCertificates ?? false)
+    devCertificates: bool(root, 'devCertificates', 'devCertificates', opts.devCertificates ?? false),
+    ...(cluster === undefined ? {} : { cluster })
   })
 }
 

@@ -1,0 +1,94 @@
+// What aedes needs to run as one node of a cluster: message routing through Redis pub/sub
+// (mqemitter-redis) and sessions, retained messages and wills in Redis (aedes-persistence-redis),
+// both on connections made by cluster/redis.ts. docs/cluster.md says what is shared and what not.
+import { randomBytes } from 'node:crypto'
+import { createRequire } from 'node:module'
+import type { Redis } from 'ioredis'
+import type { ClusterConfig } from '../config/cluster.js'
+import type { EngineOptions } from '../engine/aedes.js'
+import type { Logger } from '../log.js'
+import { createRedisConnections, type RedisConnections } from './redis.js'
+
+// Both packages are CommonJS, and the persistence ships no type declarations: typed here by
+// what this module uses.
+const require = createRequire(import.meta.url)
+interface RedisEmitter {
+  readonly state: { on (event: 'error', listener: (err: Error) => void): void }
+  close (cb: () => void): void
+}
+type RedisEmitterClass = new (prefix: string, opts: Record<string, unknown>) => RedisEmitter
+const { MQEmitterRedisPrefix } = require('mqemitter-redis') as { MQEmitterRedisPrefix: RedisEmitterClass }
+interface RedisPersistence { destroy (): Promise<void> }
+const redisPersistence = require('aedes-persistence-redis') as (opts: { conn: Redis }) => RedisPersistence
+
+export interface ClusterEngine {
+  /** The aedes broker id: the node id and a random part new at every start. */
+  readonly brokerId: string
+  readonly redis: RedisConnections
+  /** id, mq and persistence for Aedes.createBroker. */
+  readonly options: Pick<EngineOptions, 'id' | 'mq' | 'persistence'>
+  /** Releases the persistence and every Redis connection; call after the broker has closed. */
+  close (): Promise<void>
+}
+
+// Bounds on the parts of shutdown that wait for Redis: a Redis that is down must not keep the
+// process from exiting.
+const EMITTER_CLOSE_MS = 1000
+const PERSISTENCE_CLOSE_MS = 1000
+
+/**
+ * Connects to Redis (rejecting within `cluster.redis.connectTimeout` with one line naming
+ * host:port when it cannot) and builds the emitter and persistence on those connections.
+ */
+export async function startClusterEngine (config: ClusterConfig, log: Logger): Promise<ClusterEngine> {
+  const redis = createRedisConnections(config.redis, log)
+  const pub = redis.open('publish')
+  const sub = redis.open('subscribe')
+  const db = redis.open('persistence', { prefixed: true })
+  try {
+    await Promise.all([pub, sub, db].map(async (c) => await redis.ready(c)))
+  } catch (err) {
+    await redis.close()
+    throw err
+  }
+  // aedes keys queued packets by broker id and a counter that restarts at 0, and a node's wills
+  // by its broker id: a restarted node must not reuse either, so each start gets its own id.
+  const brokerId = `${config.nodeId}.${randomBytes(4).toString('hex')}`
+  // Pub/sub channels are global to a Redis server (not per db): the prefix keeps deployments
+  // sharing one from receiving each other's messages and $SYS/<id>/new/clients takeovers.
+  // concurrency and matchEmptyLevels as aedes sets them on its own in-memory emitter.
+  const mq = new MQEmitterRedisPrefix(config.redis.keyPrefix, { subConn: sub, pubConn: pub, concurrency: 100, matchEmptyLevels: true })
+  // mqemitter-redis re-emits connection errors here; without a listener they would throw.
+  // The connections log them already (cluster/redis.ts).
+  mq.state.on('error', () => {})
+  // It closes by QUIT and waits for both connections to end, which never happens while
+  // Redis is unreachable: aedes' close() waits for this callback.
+  const closeEmitter = mq.close.bind(mq)
+  mq.close = (cb) => {
+    let done = false
+    const finish = (): void => { if (!done) { done = true; clearTimeout(timer); cb() } }
+    const timer = setTimeout(() => { pub.disconnect(); sub.disconnect(); finish() }, EMITTER_CLOSE_MS)
+    closeEmitter(finish)
+  }
+  const persistence = redisPersistence({ conn: db })
+  log.info({ event: 'cluster.joined', node: config.nodeId, brokerId, redis: redis.address, db: config.redis.db, keyPrefix: config.redis.keyPrefix },
+    `cluster node ${brokerId} on Redis ${redis.address}`)
+
+  let closing: Promise<void> | undefined
+  return {
+    brokerId,
+    redis,
+    options: { id: brokerId, mq: mq as unknown as EngineOptions['mq'], persistence: persistence as unknown as EngineOptions['persistence'] },
+    close () {
+      closing ??= (async () => {
+        let timer: NodeJS.Timeout | undefined
+        // Unsubscribes its subscription-sync topic and drops its connection (db); aedes' own
+        // close() does not call it.
+        await Promise.race([persistence.destroy().catch(() => {}), new Promise((resolve) => { timer = setTimeout(resolve, PERSISTENCE_CLOSE_MS) })])
+        clearTimeout(timer)
+        await redis.close()
+      })()
+      return closing
+    }
+  }
+}

@@ -1,0 +1,110 @@
+// A throwaway redis-server (Debian package) for the cluster tests: no config file, its own
+// temp dir, a free port on 127.0.0.1, nothing saved to disk; stopped and removed at the end.
+// stop() and start() keep the port, for tests of a Redis that goes away and comes back.
+import { spawn, type ChildProcess } from 'node:child_process'
+import { existsSync, mkdtempSync, rmSync } from 'node:fs'
+import { connect, createServer } from 'node:net'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+
+const READY_TIMEOUT_MS = 10_000
+const STOP_TIMEOUT_MS = 5_000
+
+export interface RedisServer {
+  readonly host: string
+  readonly port: number
+  readonly dir: string
+  /** Starts it again on the same port (after stop). */
+  start (): Promise<void>
+  /** SIGTERM, SIGKILL after 5 s; resolves once it has exited. */
+  stop (): Promise<void>
+  /** Stops it and removes its dir. */
+  close (): Promise<void>
+}
+
+function findRedisServer (): string {
+  for (const dir of (process.env.PATH ?? '').split(':').concat(['/usr/bin', '/usr/sbin'])) {
+    if (dir !== '' && existsSync(join(dir, 'redis-server'))) return join(dir, 'redis-server')
+  }
+  throw new Error('redis-server not found: install Debian package redis-server (bash scripts/install-test-deps.sh does it)')
+}
+
+async function freePort (): Promise<number> {
+  const srv = createServer()
+  await new Promise<void>((resolve) => srv.listen(0, '127.0.0.1', resolve))
+  const port = (srv.address() as { port: number }).port
+  await new Promise((resolve) => srv.close(resolve))
+  return port
+}
+
+const sleep = async (ms: number): Promise<void> => await new Promise((resolve) => setTimeout(resolve, ms))
+
+/** One PING over a raw socket (RESP inline command): true when +PONG comes back. */
+async function pong (port: number, password?: string): Promise<boolean> {
+  return await new Promise((resolve) => {
+    const s = connect({ port, host: '127.0.0.1' })
+    let data = ''
+    const timer = setTimeout(() => { s.destroy(); resolve(false) }, 1000)
+    s.on('connect', () => s.write(`${password === undefined ? '' : `AUTH ${password}\r\n`}PING\r\n`))
+    s.on('data', (d) => {
+      data += d.toString()
+      if (data.includes('+PONG')) { clearTimeout(timer); s.destroy(); resolve(true) }
+    })
+    s.on('error', () => { clearTimeout(timer); resolve(false) })
+  })
+}
+
+/** `password` sets requirepass (for the tests that check it never reaches a log line). */
+export async function startRedisServer (opts: { password?: string } = {}): Promise<RedisServer> {
+  const bin = findRedisServer()
+  const dir = mkdtempSync(join(tmpdir(), 'bastion-redis-'))
+  const port = await freePort()
+  let child: ChildProcess | undefined
+  let output = ''
+  const killOnExit = (): void => { child?.kill('SIGKILL') }
+  process.on('exit', killOnExit)
+
+  async function start (): Promise<void> {
+    if (child !== undefined) return
+    const args = ['--port', String(port), '--bind', '127.0.0.1', '--dir', dir, '--save', '', '--appendonly', 'no',
+      '--daemonize', 'no', '--logfile', '', ...(opts.password === undefined ? [] : ['--requirepass', opts.password])]
+    const c = spawn(bin, args, { stdio: ['ignore', 'pipe', 'pipe'] })
+    child = c
+    c.stdout?.on('data', (d: Buffer) => { output = (output + d.toString()).slice(-4000) })
+    c.stderr?.on('data', (d: Buffer) => { output = (output + d.toString()).slice(-4000) })
+    const deadline = Date.now() + READY_TIMEOUT_MS
+    while (Date.now() < deadline && c.exitCode === null) {
+      if (await pong(port, opts.password)) return
+      await sleep(50)
+    }
+    c.kill('SIGKILL')
+    child = undefined
+    throw new Error(`redis-server did not answer PING on 127.0.0.1:${port} within ${READY_TIMEOUT_MS / 1000} s: ${output}`)
+  }
+
+  async function stop (): Promise<void> {
+    const c = child
+    if (c === undefined) return
+    child = undefined
+    if (c.exitCode !== null || c.signalCode !== null) return
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(() => c.kill('SIGKILL'), STOP_TIMEOUT_MS)
+      c.once('exit', () => { clearTimeout(timer); resolve() })
+      c.kill('SIGTERM')
+    })
+  }
+
+  await start()
+  return {
+    host: '127.0.0.1',
+    port,
+    dir,
+    start,
+    stop,
+    async close () {
+      await stop()
+      process.off('exit', killOnExit)
+      rmSync(dir, { recursive: true, force: true })
+    }
+  }
+}
