@@ -241,7 +241,9 @@ async function writeMode (file: string, data: string, mode: number, force: boole
     const fh = await open(file, force ? 'w' : 'wx', mode)
     try {
       await fh.chmod(mode)
-      await fh.writeFile(data)
+      // A PEM file ends with a newline: `cat server.crt server.key > haproxy.pem` (or a chain
+      // file) must not glue END and BEGIN lines together, which OpenSSL then refuses.
+      await fh.writeFile(data.endsWith('\n') ? data : `${data}\n`)
     } finally {
       await fh.close()
     }

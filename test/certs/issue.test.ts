@@ -32,6 +32,13 @@ t.test('initCertificates writes the CA and server files with private keys at mod
   t.equal(mode(r.caCert), 0o644)
   t.equal(mode(dir), 0o700, 'a new folder is private')
   t.match(readFileSync(r.serverKey, 'utf8'), /^-----BEGIN PRIVATE KEY-----\n/)
+  for (const f of Object.values(r)) t.ok(readFileSync(f, 'utf8').endsWith('-----\n'), `${f} ends with a newline after its END line`)
+  // What a TLS-terminating proxy is given (HAProxy's `crt`): certificate and key in one file.
+  const both = readFileSync(r.serverCert, 'utf8') + readFileSync(r.serverKey, 'utf8')
+  t.equal(both.match(/^-----(BEGIN|END) [A-Z ]+-----$/gm)?.length, 4, 'cat server.crt server.key gives four whole PEM lines')
+  const pem = join(dir, 'proxy.pem')
+  writeFileSync(pem, both)
+  t.match(openssl('pkey', '-in', pem, '-noout', '-text'), /Private-Key: \(256 bit/, 'openssl reads the key out of the concatenation')
   const ca = new X509Certificate(readFileSync(r.caCert))
   t.ok(ca.ca, 'the CA certificate is a CA')
   t.match(ca.subject, 'CN=mqtt-bastion development CA')
