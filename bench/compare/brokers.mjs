@@ -2,10 +2,12 @@
 // through the built CLI (`node dist/cli/main.js start`), so whatever `npm run build` last
 // produced is what runs. setupFiles() writes everything they share once per run (certificate,
 // Mosquitto password and ACL files, our SQLite users); each broker kind then knows how to start
-// and which credentials its clients log in with.
+// and which credentials its clients log in with. One kind is a pair of processes: ours behind
+// HAProxy (HAProxy terminates TLS and forwards with PROXY v2), both pinned to the one core and
+// measured together (cpuSeconds / rssKiB / runqWaitSeconds sum over a handle's processes).
 import { execFileSync, spawn } from 'node:child_process'
-import { chmodSync, closeSync, copyFileSync, mkdirSync, openSync, readFileSync, writeFileSync } from 'node:fs'
-import { createServer } from 'node:net'
+import { chmodSync, closeSync, copyFileSync, existsSync, mkdirSync, openSync, readFileSync, writeFileSync } from 'node:fs'
+import { connect, createServer } from 'node:net'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import bcrypt from 'bcryptjs'
@@ -78,7 +80,10 @@ export function setupFiles (dir, { reps, idle, connects, cold }) {
 
 function range (n) { return Array.from({ length: n }, (_, i) => i) }
 
-/** Our config (JSON is YAML). Limits raised only where the bench's load would trip them. */
+/**
+ * Our config (JSON is YAML). Limits raised only where the bench's load would trip them. `extra`
+ * may replace `listeners` (ours behind HAProxy).
+ */
 function writeOurConfig (folder, port, extra) {
   const config = {
     listeners: [{ type: 'tls', host: '127.0.0.1', port, cert: '../certs/server.crt', key: '../certs/server.key', minVersion: 'TLSv1.3' }],
@@ -111,20 +116,23 @@ export function brokerKinds (files) {
     idle: (rep, n) => range(n).map((i) => ({ clientId: `r${rep}-idle${i}`, username: `dev${i % MOSQ_DEVICES}`, password: PASSWORD })),
     connects: (rep, n, tag = 'c') => range(n).map((i) => ({ clientId: `r${rep}-${tag}${i}`, username: `dev${i % MOSQ_DEVICES}`, password: PASSWORD }))
   }
+  // The password-file setup; `listeners` replaces the one TLS listener (ours behind HAProxy).
+  const ourPasswdStart = (key, port, aclFile, listeners) => {
+    const folder = join(files.dir, `ours-${key}`)
+    mkdirSync(folder, { recursive: true, mode: 0o700 })
+    copyFileSync(join(files.dir, 'passwd'), join(folder, 'passwd'))
+    chmodSync(join(folder, 'passwd'), 0o600) // we refuse a password file others can read
+    const config = writeOurConfig(folder, port, {
+      ...(listeners === undefined ? {} : { listeners }),
+      auth: { store: { type: 'mosquitto-passwd', path: 'passwd' } },
+      acl: { policy: 'mosquitto-acl', file: join(files.dir, aclFile) }
+    })
+    return { command: process.execPath, args: [...NODE_ARGS, CLI, 'start', '--config', config], ready: /"event":"broker\.ready"/ }
+  }
   const ourPasswdKind = (key, label, aclFile) => ({
     key, label, ours: true,
     creds: mosqCreds,
-    start (port) {
-      const folder = join(files.dir, `ours-${key}`)
-      mkdirSync(folder, { recursive: true, mode: 0o700 })
-      copyFileSync(join(files.dir, 'passwd'), join(folder, 'passwd'))
-      chmodSync(join(folder, 'passwd'), 0o600) // we refuse a password file others can read
-      const config = writeOurConfig(folder, port, {
-        auth: { store: { type: 'mosquitto-passwd', path: 'passwd' } },
-        acl: { policy: 'mosquitto-acl', file: join(files.dir, aclFile) }
-      })
-      return { command: process.execPath, args: [...NODE_ARGS, CLI, 'start', '--config', config], ready: /"event":"broker\.ready"/ }
-    }
+    start: (port) => ourPasswdStart(key, port, aclFile)
   })
   return {
     mosquitto: {
@@ -161,8 +169,92 @@ export function brokerKinds (files) {
     // Not a real allow-all: the library API takes no custom AclPolicy (BastionOptions has only
     // `logger`), so this is the cheapest policy the config offers, one Mosquitto `pattern`
     // line matching every topic, with the password-file logins of the column above.
-    allow: ourPasswdKind('allow', 'ours, allow-all ACL file', 'acl-allow-all')
+    allow: ourPasswdKind('allow', 'ours, allow-all ACL file', 'acl-allow-all'),
+    // Ours behind HAProxy: HAProxy (C, OpenSSL) terminates TLS 1.3 on `port` and forwards each
+    // connection with a PROXY v2 header to our plain tcp listener, which trusts 127.0.0.1; ours
+    // does MQTT only, with the password-file setup above. The config must still have one tls
+    // listener (schema): on port 0, unused. Both processes are pinned to the broker's core.
+    haproxy: {
+      key: 'haproxy', label: `ours behind HAProxy ${haproxyVersion()}`, ours: true,
+      creds: mosqCreds,
+      async start (port) {
+        const tcpPort = await freePort()
+        const broker = ourPasswdStart('haproxy', port, 'acl', [
+          { type: 'tls', host: '127.0.0.1', port: 0, cert: '../certs/server.crt', key: '../certs/server.key', minVersion: 'TLSv1.3' },
+          { type: 'tcp', host: '127.0.0.1', port: tcpPort, proxyProtocol: { trusted: ['127.0.0.1'] } }
+        ])
+        return { ...broker, companion: { name: 'haproxy', ...haproxyCommand(join(files.dir, 'haproxy'), port, tcpPort) } }
+      }
+    }
   }
+}
+
+// ---- HAProxy (the "haproxy" kind) ----------------------------------------------------------
+
+/** HAProxy's binary, or undefined when it is not installed (/usr/sbin is not always on PATH). */
+export function haproxyPath () {
+  for (const p of ['/usr/sbin/haproxy', '/usr/local/sbin/haproxy']) if (existsSync(p)) return p
+  try { execFileSync('haproxy', ['-v'], { stdio: 'ignore' }); return 'haproxy' } catch { return undefined }
+}
+
+function haproxyVersion () {
+  const bin = haproxyPath()
+  if (bin === undefined) return '(not installed)'
+  try { return execFileSync(bin, ['-v'], { stdio: ['ignore', 'pipe', 'ignore'] }).toString().match(/version (\d+\.\d+\.\d+)/)?.[1] ?? '?' } catch { return '?' }
+}
+
+/**
+ * HAProxy's config and command line: TLS 1.3 on 127.0.0.1:`port` with our certificate, each
+ * connection forwarded to 127.0.0.1:`tcpPort` with a PROXY v2 header. One thread (one core,
+ * like the other brokers); maxconn from the soft FD limit it inherits (it needs ~2 FDs per
+ * connection and refuses to start when it cannot get them); inactivity timeouts far beyond
+ * any pause in the scenarios; no `log` line, so it logs only its own warnings and alerts.
+ */
+function haproxyCommand (folder, port, tcpPort) {
+  mkdirSync(folder, { recursive: true, mode: 0o700 })
+  const certs = join(folder, '..', 'certs')
+  const crt = readFileSync(join(certs, 'server.crt'), 'utf8')
+  const pem = join(folder, 'server.pem') // certificate then key, in one file
+  writeFileSync(pem, crt + (crt.endsWith('\n') ? '' : '\n') + readFileSync(join(certs, 'server.key'), 'utf8'), { mode: 0o600 })
+  const limit = softFdLimit()
+  const maxconn = Math.max(256, Math.min(100_000, Math.floor((limit - 100) / 2)))
+  const cfg = join(folder, 'haproxy.cfg')
+  writeFileSync(cfg, [
+    `# soft FD limit ${limit}: maxconn = (limit - 100) / 2`,
+    'global',
+    `    maxconn ${maxconn}`,
+    '    nbthread 1',
+    '',
+    'defaults',
+    '    mode tcp',
+    `    maxconn ${maxconn}`,
+    '    timeout connect 5s',
+    '    timeout client 1h',
+    '    timeout server 1h',
+    '',
+    'frontend mqtts',
+    `    bind 127.0.0.1:${port} ssl crt ${pem} ssl-min-ver TLSv1.3`,
+    '    default_backend bastion',
+    '',
+    'backend bastion',
+    `    server s1 127.0.0.1:${tcpPort} send-proxy-v2`
+  ].join('\n') + '\n')
+  // -db: foreground, no fork (the pid taskset execs into is HAProxy's, and the only one).
+  return { command: haproxyPath() ?? 'haproxy', args: ['-db', '-f', cfg], port }
+}
+
+function softFdLimit () {
+  const out = execFileSync('sh', ['-c', 'ulimit -n']).toString().trim()
+  return out === 'unlimited' ? 1_048_576 : Number(out)
+}
+
+/** Resolves true once something accepts a TCP connection on 127.0.0.1:`port`. */
+function accepts (port) {
+  return new Promise((resolve) => {
+    const s = connect({ host: '127.0.0.1', port })
+    s.once('connect', () => { s.destroy(); resolve(true) })
+    s.once('error', () => { s.destroy(); resolve(false) })
+  })
 }
 
 /**
@@ -209,49 +301,90 @@ export function freePort () {
   })
 }
 
-const running = new Set() // for cleanup on SIGINT / errors
+const running = new Set() // every process started (broker, HAProxy), for cleanup on SIGINT / errors
+
+/** Spawns one process pinned to `cpu` (taskset execs: the pid is the program's), output to `logFile`. */
+function spawnPinned (name, command, args, { cpu, logFile, env }) {
+  const fd = openSync(logFile, 'w')
+  const [cmd, argv] = cpu === undefined ? [command, args] : ['taskset', ['-c', String(cpu), command, ...args]]
+  const child = spawn(cmd, argv, { stdio: ['ignore', fd, fd], env })
+  closeSync(fd)
+  const proc = { name, pid: child.pid, child, logFile, exited: null }
+  proc.exited = new Promise((resolve) => child.once('exit', (code, signal) => { running.delete(proc); resolve({ code, signal }) }))
+  running.add(proc)
+  return proc
+}
 
 /**
  * Starts the broker pinned to `cpu` (taskset -c; unpinned when `cpu` is undefined), its stdout
- * and stderr to `logFile`; resolves once its ready line is logged.
+ * and stderr to `logFile`; resolves once its ready line is logged. A kind with a `companion`
+ * (HAProxy in front of ours) gets it started next, on the same core, output to `logFile` with
+ * `.<name>.log`; ready once it accepts a TCP connection on `port`. `handle.procs` lists both
+ * (the broker first), `handle.pids` their pids: what every measurement sums over.
  */
 export async function startBroker (kind, { cpu, logFile }) {
   const port = await freePort()
-  const { command, args, ready } = kind.start(port)
-  const fd = openSync(logFile, 'w')
-  const [cmd, argv] = cpu === undefined ? [command, args] : ['taskset', ['-c', String(cpu), command, ...args]]
-  const child = spawn(cmd, argv, { stdio: ['ignore', fd, fd], env: kind.ours ? OUR_ENV : process.env }) // taskset execs: the pid is the broker's
-  closeSync(fd)
-  const handle = { kind, port, pid: child.pid, child, logFile, exited: null }
-  handle.exited = new Promise((resolve) => child.once('exit', (code, signal) => { running.delete(handle); resolve({ code, signal }) }))
-  running.add(handle)
+  const { command, args, ready, companion } = await kind.start(port)
+  const broker = spawnPinned(kind.ours ? 'ours' : kind.key, command, args, { cpu, logFile, env: kind.ours ? OUR_ENV : process.env })
+  const handle = { kind, port, pid: broker.pid, pids: [broker.pid], procs: [broker], logFile, exited: broker.exited }
+  const fail = async (why) => {
+    await stopBroker(handle)
+    const logs = handle.procs.map((p) => `--- ${p.name}:\n${readFileSync(p.logFile, 'utf8').slice(-2000)}`).join('\n')
+    throw new Error(`${kind.key} did not start (${why}):\n${logs}`)
+  }
   const deadline = Date.now() + 30_000
-  for (;;) {
-    const log = readFileSync(logFile, 'utf8')
-    if (ready.test(log)) break
-    if (!running.has(handle) || Date.now() > deadline) {
-      await stopBroker(handle)
-      throw new Error(`${kind.key} did not start:\n${log.slice(-2000)}`)
+  while (!ready.test(readFileSync(logFile, 'utf8'))) {
+    if (!running.has(broker)) await fail('broker exited')
+    if (Date.now() > deadline) await fail('broker not ready in 30 s')
+    await sleep(50)
+  }
+  if (companion !== undefined) {
+    const proc = spawnPinned(companion.name, companion.command, companion.args, { cpu, logFile: `${logFile}.${companion.name}.log`, env: process.env })
+    handle.procs.push(proc)
+    handle.pids.push(proc.pid)
+    while (!(await accepts(companion.port))) {
+      if (!running.has(proc)) await fail(`${companion.name} exited`)
+      if (Date.now() > deadline) await fail(`${companion.name} not accepting in 30 s`)
+      await sleep(50)
     }
-    await new Promise((resolve) => setTimeout(resolve, 50))
+    if (!running.has(proc)) await fail(`${companion.name} exited`) // another process took the port?
   }
   return handle
 }
 
-/** SIGTERM, then SIGKILL after 10 s (ours drains for at most shutdown.drainTimeout = 5 s). */
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms))
+
+/**
+ * SIGTERM, then SIGKILL after 10 s (ours drains for at most shutdown.drainTimeout = 5 s), to
+ * every process of the handle at once. Resolves with the broker's `{ code, signal }`, for a pair
+ * with `companions: { haproxy: { code, signal } }` added.
+ */
 export async function stopBroker (handle) {
-  if (!running.has(handle)) return handle.exited
-  handle.child.kill('SIGTERM')
-  const timer = setTimeout(() => handle.child.kill('SIGKILL'), 10_000)
-  const r = await handle.exited
-  clearTimeout(timer)
-  return r
+  const exits = await Promise.all(handle.procs.map(async (p) => {
+    if (!running.has(p)) return p.exited
+    p.child.kill('SIGTERM')
+    const timer = setTimeout(() => p.child.kill('SIGKILL'), 10_000)
+    const r = await p.exited
+    clearTimeout(timer)
+    return r
+  }))
+  if (exits.length === 1) return exits[0]
+  return { ...exits[0], companions: Object.fromEntries(handle.procs.slice(1).map((p, i) => [p.name, exits[i + 1]])) }
 }
 
-/** Kills (by pid, only what this bench started) every broker still running: for exit paths. */
+/** Kills (by pid, only what this bench started) every process still running: for exit paths. */
 export function killAll () {
-  for (const h of running) { try { h.child.kill('SIGKILL') } catch {} }
+  for (const p of running) { try { p.child.kill('SIGKILL') } catch {} }
 }
+
+/** Sums `f(pid)` over the handle's processes (the broker, and HAProxy in front of it). */
+const sum = (handle, f) => handle.pids.reduce((a, pid) => a + f(pid), 0)
+/** Run-queue wait of the handle's processes' main threads, summed (HAProxy runs one thread). */
+export const runqWaitSeconds = (handle) => sum(handle, brokerRunqWaitSeconds)
+/** CPU seconds (utime + stime, all threads) of the handle's processes, summed. */
+export const cpuSeconds = (handle) => sum(handle, brokerCpuSeconds)
+/** VmRSS of the handle's processes, summed. */
+export const rssKiB = (handle) => sum(handle, brokerRssKiB)
 
 /**
  * Seconds the broker's main thread waited for a CPU while runnable (/proc/<pid>/schedstat):
@@ -280,6 +413,12 @@ export function summariseLog (handle) {
   const text = readFileSync(handle.logFile, 'utf8')
   const notable = {}
   const bump = (k) => { notable[k] = (notable[k] ?? 0) + 1 }
+  // HAProxy (no `log` line in its config): its own [WARNING] / [ALERT] / [NOTICE] lines on stderr.
+  for (const p of handle.procs.slice(1)) {
+    for (const line of readFileSync(p.logFile, 'utf8').split('\n')) {
+      if (/\[(WARNING|ALERT|NOTICE)\]/.test(line)) bump(`${p.name}: ${line.replace(/^.*?\[/, '[').replace(/\d+/g, 'N').slice(0, 100)}`)
+    }
+  }
   if (handle.kind.ours) {
     for (const line of text.split('\n')) {
       if (line === '') continue

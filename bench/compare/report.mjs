@@ -29,6 +29,13 @@ function summarise (xs) {
 
 export function markdown (lines, brokers) {
   const ref = brokers.find((b) => b.key === 'mosquitto')
+  const pair = brokers.find((b) => b.key === 'haproxy')
+  const pairNote = pair === undefined ? [] : [
+    '',
+    `"${pair.label}": HAProxy and our broker, both on the one pinned core, counted together: CPU,`,
+    'memory (RSS) and CPU per unit are the sums of the two processes; (+N) sums both main threads\'',
+    'run-queue waits, so it includes each waiting while the other runs (the JSON lines split them: `procs`).'
+  ]
   const head = `| metric | ${brokers.map((b) => b.label).join(' | ')} |\n|---|${brokers.map(() => '---|').join('')}`
   const results = []
   const cpu = []
@@ -67,6 +74,7 @@ export function markdown (lines, brokers) {
   }
   return [
     '### Results (mean of repetitions; ±: half the spread between repetitions when ≥ 5 %; N.NN×: ratio to Mosquitto)',
+    ...pairNote,
     '', head, ...results, '',
     '### CPU during each measurement: broker / load generator, in % of one core',
     '',

@@ -14,7 +14,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
-import { brokerKinds, killAll, setupFiles } from './brokers.mjs'
+import { brokerKinds, haproxyPath, killAll, setupFiles } from './brokers.mjs'
 import { markdown } from './report.mjs'
 import { runRepetition } from './scenarios.mjs'
 
@@ -28,8 +28,10 @@ const HELP = `Usage: node bench/compare/run.mjs [options]   (build first: npm ru
   --workers N         load-generator threads (2)                         env BENCH_COMPARE_WORKERS
   --window N          messages in flight per publisher (16)
   --latency-rate R    total offered msg/s in the latency run (1000)
-  --brokers LIST      of mosquitto,passwd,full,allow (mosquitto,passwd,full)  env BENCH_COMPARE_BROKERS
+  --brokers LIST      of mosquitto,passwd,full,allow,haproxy (mosquitto,passwd,full)  env BENCH_COMPARE_BROKERS
   --allow-all         add "allow" (ours with a match-everything ACL file)
+  --haproxy           add "haproxy" (ours behind HAProxy: it terminates TLS, PROXY v2 to our
+                      tcp listener; both on the broker's core, measured together)
   --no-pin            do not use taskset
   --out FILE          also write the JSON lines and the tables to FILE`
 
@@ -37,7 +39,7 @@ const { values: flags } = parseArgs({
   options: {
     reps: { type: 'string' }, duration: { type: 'string' }, warmup: { type: 'string' }, idle: { type: 'string' },
     connects: { type: 'string' }, cold: { type: 'string' }, workers: { type: 'string' }, window: { type: 'string' },
-    'latency-rate': { type: 'string' }, brokers: { type: 'string' }, 'allow-all': { type: 'boolean' },
+    'latency-rate': { type: 'string' }, brokers: { type: 'string' }, 'allow-all': { type: 'boolean' }, haproxy: { type: 'boolean' },
     'no-pin': { type: 'boolean' }, out: { type: 'string' }, compare: { type: 'boolean' }, help: { type: 'boolean' }
   }
 })
@@ -59,6 +61,12 @@ const opts = {
 }
 let brokerKeys = (flags.brokers ?? env.BENCH_COMPARE_BROKERS ?? 'mosquitto,passwd,full').split(',')
 if (flags['allow-all'] && !brokerKeys.includes('allow')) brokerKeys.push('allow')
+if (flags.haproxy && !brokerKeys.includes('haproxy')) brokerKeys.push('haproxy')
+if (brokerKeys.includes('haproxy') && haproxyPath() === undefined) {
+  if (env.BENCH_COMPARE_PIN === undefined) console.error('compare: skipping "haproxy" (ours behind HAProxy): haproxy is not installed (Debian: apt-get install haproxy)')
+  brokerKeys = brokerKeys.filter((k) => k !== 'haproxy')
+  if (brokerKeys.length === 0) process.exit(2)
+}
 
 // ---- pinning: the broker gets the first allowed CPU, this process (the generator) the rest ----
 

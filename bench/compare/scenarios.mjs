@@ -2,12 +2,14 @@
 // measurement becomes one JSON line (emit) carrying the broker's CPU (share of its one core,
 // /proc/<pid>/stat) and the generator's (this process, all threads, share of ONE core; it has
 // `gen_cores` of them) over the same window: a broker near 100 % with a generator below its
-// cores means the broker set the pace.
+// cores means the broker set the pace. For ours behind HAProxy, "the broker" is both processes
+// (they share the one core): CPU, RSS and run-queue wait are their sums, and each line carries
+// the split in `procs`.
 import { readdirSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { performance } from 'node:perf_hooks'
 import { loadavg } from 'node:os'
-import { PAIRS, brokerCpuSeconds, brokerRssKiB, brokerRunqWaitSeconds, startBroker, stopBroker, summariseLog } from './brokers.mjs'
+import { PAIRS, brokerCpuSeconds, brokerRssKiB, brokerRunqWaitSeconds, cpuSeconds, rssKiB, runqWaitSeconds, startBroker, stopBroker, summariseLog } from './brokers.mjs'
 import { Generator } from './generator.mjs'
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms))
@@ -22,18 +24,29 @@ function genRunqWaitSeconds () {
   return ns / 1e9
 }
 
-/** Starts counting broker and generator CPU; the returned function reads the deltas. */
-function cpuMeter (pid) {
-  const b0 = brokerCpuSeconds(pid)
-  const w0 = brokerRunqWaitSeconds(pid)
+/**
+ * Starts counting broker and generator CPU; the returned function reads the deltas. The broker's
+ * figures are summed over the handle's processes (ours and HAProxy for the pair), whose split
+ * is then in `procs`.
+ */
+function cpuMeter (handle) {
+  const b0 = cpuSeconds(handle)
+  const w0 = runqWaitSeconds(handle)
+  const each0 = handle.pids.map((pid) => [brokerCpuSeconds(pid), brokerRunqWaitSeconds(pid)])
   const gw0 = genRunqWaitSeconds()
   const g0 = process.cpuUsage()
   const t0 = performance.now()
   return () => {
     const secs = (performance.now() - t0) / 1000
     const g = process.cpuUsage(g0)
-    const brokerCpu = brokerCpuSeconds(pid) - b0
+    const brokerCpu = cpuSeconds(handle) - b0
     const genCpu = (g.user + g.system) / 1e6
+    const procs = handle.procs.length < 2 ? {} : {
+      procs: Object.fromEntries(handle.procs.map((p, i) => [p.name, {
+        cpu_pct: round((brokerCpuSeconds(p.pid) - each0[i][0]) / secs * 100),
+        runq_wait_pct: round((brokerRunqWaitSeconds(p.pid) - each0[i][1]) / secs * 100)
+      }]))
+    }
     return {
       seconds: round(secs, 2),
       broker_cpu_pct: round(brokerCpu / secs * 100),
@@ -41,10 +54,12 @@ function cpuMeter (pid) {
       broker_cpu_s: round(brokerCpu, 3),
       gen_cpu_s: round(genCpu, 3),
       // Share of the window the broker's main thread was runnable but not running: other
-      // processes on its core. Near 0 on a quiet machine.
-      broker_runq_wait_pct: round((brokerRunqWaitSeconds(pid) - w0) / secs * 100),
+      // processes on its core. Near 0 on a quiet machine. For the pair, the sum of both main
+      // threads' waits, which includes each waiting while the other runs.
+      broker_runq_wait_pct: round((runqWaitSeconds(handle) - w0) / secs * 100),
       gen_runq_wait_pct: round((genRunqWaitSeconds() - gw0) / secs * 100),
-      loadavg_1m: round(loadavg()[0], 2)
+      loadavg_1m: round(loadavg()[0], 2),
+      ...procs
     }
   }
 }
@@ -94,17 +109,18 @@ export async function runRepetition ({ kind, rep, opts, files, pin, emit }) {
  */
 async function idleMemory ({ kind, rep, opts, gen, handle, out }) {
   await sleep(1000)
-  const before = brokerRssKiB(handle.pid)
+  const before = rssKiB(handle)
+  const beforeEach = handle.procs.map((p) => brokerRssKiB(p.pid))
   const creds = kind.creds.idle(rep, opts.idle)
   const half = Math.floor(creds.length / 2)
-  const meter = cpuMeter(handle.pid)
+  const meter = cpuMeter(handle)
   const first = await gen.spread('openIdle', creds.slice(0, half), 'creds', { concurrency: 16 })
   await sleep(opts.settleMs)
-  const mid = brokerRssKiB(handle.pid)
+  const mid = rssKiB(handle)
   const second = await gen.spread('openIdle', creds.slice(half), 'creds', { concurrency: 16 })
   const m = meter()
   await sleep(opts.settleMs) // let the broker finish what the logins left behind (GC, log writes)
-  const after = brokerRssKiB(handle.pid)
+  const after = rssKiB(handle)
   const ok = first.ok + second.ok
   const failed = { ...first.failed }
   for (const [why, n] of Object.entries(second.failed ?? {})) failed[why] = (failed[why] ?? 0) + n
@@ -112,7 +128,9 @@ async function idleMemory ({ kind, rep, opts, gen, handle, out }) {
   out({
     scenario: 'idle_memory', value: ok > 0 ? round((after - before) / ok, 2) : null, unit: 'KiB/connection',
     connections: ok, failed, rss_before_kib: before, rss_mid_kib: mid, rss_after_kib: after,
-    open_rate: round(ok / (m.seconds - opts.settleMs / 1000)), login_p50_ms: pct(ms, 50), ...m, ...perUnit(m, ok, opts.genCores)
+    open_rate: round(ok / (m.seconds - opts.settleMs / 1000)), login_p50_ms: pct(ms, 50), ...m, ...perUnit(m, ok, opts.genCores),
+    // the pair's RSS split (before -> after, KiB)
+    ...(handle.procs.length < 2 ? {} : { rss_procs_kib: Object.fromEntries(handle.procs.map((p, i) => [p.name, [beforeEach[i], brokerRssKiB(p.pid)]])) })
   })
   out({
     scenario: 'idle_memory_marginal', value: second.ok > 0 ? round((after - mid) / second.ok, 2) : null, unit: 'KiB/connection',
@@ -139,7 +157,7 @@ async function throughput ({ kind, rep, opts, gen, handle, out }) {
     await gen.all('startLoad', { qos: l.qos, window: opts.window, rate: l.rate })
     await sleep(opts.warmupMs)
     const first = await gen.all('mark')
-    const meter = cpuMeter(handle.pid)
+    const meter = cpuMeter(handle)
     await sleep(opts.durationMs)
     const last = await gen.all('mark')
     const m = meter()
@@ -171,7 +189,7 @@ async function throughput ({ kind, rep, opts, gen, handle, out }) {
  */
 async function connectRate ({ kind, rep, opts, gen, handle, out }) {
   const run = async (scenario, creds, concurrency, extra = {}) => {
-    const meter = cpuMeter(handle.pid)
+    const meter = cpuMeter(handle)
     const r = await gen.spread('connects', creds, 'creds', { concurrency })
     const m = meter()
     out({
