@@ -4,25 +4,21 @@
 // Mosquitto password and ACL files, our SQLite users); each broker kind then knows how to start
 // and which credentials its clients log in with. One kind is a pair of processes: ours behind
 // HAProxy (HAProxy terminates TLS and forwards with PROXY v2), both pinned to the one core and
-// measured together (cpuSeconds / rssKiB / runqWaitSeconds sum over a handle's processes).
-import { execFileSync, spawn } from 'node:child_process'
-import { chmodSync, closeSync, copyFileSync, existsSync, mkdirSync, openSync, readFileSync, writeFileSync } from 'node:fs'
-import { connect, createServer } from 'node:net'
+// measured together (processes.mjs: cpuSeconds / rssKiB / runqWaitSeconds sum over a handle's processes).
+import { execFileSync } from 'node:child_process'
+import { chmodSync, copyFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import bcrypt from 'bcryptjs'
 import { generateSecret, generateSync } from 'otplib'
+import { freePort } from './processes.mjs'
 
 // Node options for our broker processes only, e.g. a CPU profile of each run:
 // BENCH_COMPARE_NODE_ARGS='--cpu-prof --cpu-prof-dir=/tmp/prof'
 const NODE_ARGS = (process.env.BENCH_COMPARE_NODE_ARGS ?? '').split(' ').filter((a) => a !== '')
-// Our brokers run with the malloc setting `npm start`, the systemd unit and the image give them
-// (docs/deploy.md, "Memory"); BENCH_COMPARE_GLIBC_TUNABLES= (empty) runs them with glibc's defaults.
-const OUR_ENV = { ...process.env, GLIBC_TUNABLES: process.env.BENCH_COMPARE_GLIBC_TUNABLES ?? 'glibc.malloc.mmap_threshold=65536' }
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url))
 const CLI = join(ROOT, 'dist', 'cli', 'main.js')
-const CLK_TCK = Number(execFileSync('getconf', ['CLK_TCK']).toString().trim()) || 100
 export const PAIRS = 8 // 8 publishers -> 8 subscribers, publisher i to subscriber i
 const MOSQ_DEVICES = 16 // idle and connect scenarios cycle through these Mosquitto-file users
 const PASSWORD = 'bench-password-1'
@@ -248,15 +244,6 @@ function softFdLimit () {
   return out === 'unlimited' ? 1_048_576 : Number(out)
 }
 
-/** Resolves true once something accepts a TCP connection on 127.0.0.1:`port`. */
-function accepts (port) {
-  return new Promise((resolve) => {
-    const s = connect({ host: '127.0.0.1', port })
-    s.once('connect', () => { s.destroy(); resolve(true) })
-    s.once('error', () => { s.destroy(); resolve(false) })
-  })
-}
-
 /**
  * Our full setup's logins: `user|code` with the user's TOTP code for a chosen step. Each user
  * logs in once per step; a pair's subscriber is its publisher's user (the metrics policy lets a
@@ -290,149 +277,4 @@ function mosquittoVersion () {
   } catch (err) {
     return String(err.stdout ?? '').match(/version (\S+)/)?.[1] ?? '?' // -h exits 3
   }
-}
-
-// ---- running one ---------------------------------------------------------------------------
-
-export function freePort () {
-  return new Promise((resolve, reject) => {
-    const s = createServer().listen(0, '127.0.0.1', () => { const { port } = s.address(); s.close(() => resolve(port)) })
-    s.on('error', reject)
-  })
-}
-
-const running = new Set() // every process started (broker, HAProxy), for cleanup on SIGINT / errors
-
-/** Spawns one process pinned to `cpu` (taskset execs: the pid is the program's), output to `logFile`. */
-function spawnPinned (name, command, args, { cpu, logFile, env }) {
-  const fd = openSync(logFile, 'w')
-  const [cmd, argv] = cpu === undefined ? [command, args] : ['taskset', ['-c', String(cpu), command, ...args]]
-  const child = spawn(cmd, argv, { stdio: ['ignore', fd, fd], env })
-  closeSync(fd)
-  const proc = { name, pid: child.pid, child, logFile, exited: null }
-  proc.exited = new Promise((resolve) => child.once('exit', (code, signal) => { running.delete(proc); resolve({ code, signal }) }))
-  running.add(proc)
-  return proc
-}
-
-/**
- * Starts the broker pinned to `cpu` (taskset -c; unpinned when `cpu` is undefined), its stdout
- * and stderr to `logFile`; resolves once its ready line is logged. A kind with a `companion`
- * (HAProxy in front of ours) gets it started next, on the same core, output to `logFile` with
- * `.<name>.log`; ready once it accepts a TCP connection on `port`. `handle.procs` lists both
- * (the broker first), `handle.pids` their pids: what every measurement sums over.
- */
-export async function startBroker (kind, { cpu, logFile }) {
-  const port = await freePort()
-  const { command, args, ready, companion } = await kind.start(port)
-  const broker = spawnPinned(kind.ours ? 'ours' : kind.key, command, args, { cpu, logFile, env: kind.ours ? OUR_ENV : process.env })
-  const handle = { kind, port, pid: broker.pid, pids: [broker.pid], procs: [broker], logFile, exited: broker.exited }
-  const fail = async (why) => {
-    await stopBroker(handle)
-    const logs = handle.procs.map((p) => `--- ${p.name}:\n${readFileSync(p.logFile, 'utf8').slice(-2000)}`).join('\n')
-    throw new Error(`${kind.key} did not start (${why}):\n${logs}`)
-  }
-  const deadline = Date.now() + 30_000
-  while (!ready.test(readFileSync(logFile, 'utf8'))) {
-    if (!running.has(broker)) await fail('broker exited')
-    if (Date.now() > deadline) await fail('broker not ready in 30 s')
-    await sleep(50)
-  }
-  if (companion !== undefined) {
-    const proc = spawnPinned(companion.name, companion.command, companion.args, { cpu, logFile: `${logFile}.${companion.name}.log`, env: process.env })
-    handle.procs.push(proc)
-    handle.pids.push(proc.pid)
-    while (!(await accepts(companion.port))) {
-      if (!running.has(proc)) await fail(`${companion.name} exited`)
-      if (Date.now() > deadline) await fail(`${companion.name} not accepting in 30 s`)
-      await sleep(50)
-    }
-    if (!running.has(proc)) await fail(`${companion.name} exited`) // another process took the port?
-  }
-  return handle
-}
-
-const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms))
-
-/**
- * SIGTERM, then SIGKILL after 10 s (ours drains for at most shutdown.drainTimeout = 5 s), to
- * every process of the handle at once. Resolves with the broker's `{ code, signal }`, for a pair
- * with `companions: { haproxy: { code, signal } }` added.
- */
-export async function stopBroker (handle) {
-  const exits = await Promise.all(handle.procs.map(async (p) => {
-    if (!running.has(p)) return p.exited
-    p.child.kill('SIGTERM')
-    const timer = setTimeout(() => p.child.kill('SIGKILL'), 10_000)
-    const r = await p.exited
-    clearTimeout(timer)
-    return r
-  }))
-  if (exits.length === 1) return exits[0]
-  return { ...exits[0], companions: Object.fromEntries(handle.procs.slice(1).map((p, i) => [p.name, exits[i + 1]])) }
-}
-
-/** Kills (by pid, only what this bench started) every process still running: for exit paths. */
-export function killAll () {
-  for (const p of running) { try { p.child.kill('SIGKILL') } catch {} }
-}
-
-/** Sums `f(pid)` over the handle's processes (the broker, and HAProxy in front of it). */
-const sum = (handle, f) => handle.pids.reduce((a, pid) => a + f(pid), 0)
-/** Run-queue wait of the handle's processes' main threads, summed (HAProxy runs one thread). */
-export const runqWaitSeconds = (handle) => sum(handle, brokerRunqWaitSeconds)
-/** CPU seconds (utime + stime, all threads) of the handle's processes, summed. */
-export const cpuSeconds = (handle) => sum(handle, brokerCpuSeconds)
-/** VmRSS of the handle's processes, summed. */
-export const rssKiB = (handle) => sum(handle, brokerRssKiB)
-
-/**
- * Seconds the broker's main thread waited for a CPU while runnable (/proc/<pid>/schedstat):
- * when other work shares its core, this grows and the broker's CPU share drops below 100 %.
- */
-export function brokerRunqWaitSeconds (pid) {
-  try { return Number(readFileSync(`/proc/${pid}/schedstat`, 'utf8').split(' ')[1]) / 1e9 } catch { return NaN }
-}
-
-/** CPU seconds the broker process used so far, all threads (bcrypt workers included). */
-export function brokerCpuSeconds (pid) {
-  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
-  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ') // fields from 3 (state) on
-  return (Number(f[11]) + Number(f[12])) / CLK_TCK // utime + stime, fields 14 and 15
-}
-
-export function brokerRssKiB (pid) {
-  return Number(readFileSync(`/proc/${pid}/status`, 'utf8').match(/^VmRSS:\s+(\d+)/m)[1])
-}
-
-/**
- * What the broker logged that a reader should see: our warn/error lines and limit events by
- * event name; Mosquitto's error/warning lines (first words). Logins and connects are counted.
- */
-export function summariseLog (handle) {
-  const text = readFileSync(handle.logFile, 'utf8')
-  const notable = {}
-  const bump = (k) => { notable[k] = (notable[k] ?? 0) + 1 }
-  // HAProxy (no `log` line in its config): its own [WARNING] / [ALERT] / [NOTICE] lines on stderr.
-  for (const p of handle.procs.slice(1)) {
-    for (const line of readFileSync(p.logFile, 'utf8').split('\n')) {
-      if (/\[(WARNING|ALERT|NOTICE)\]/.test(line)) bump(`${p.name}: ${line.replace(/^.*?\[/, '[').replace(/\d+/g, 'N').slice(0, 100)}`)
-    }
-  }
-  if (handle.kind.ours) {
-    for (const line of text.split('\n')) {
-      if (line === '') continue
-      let o
-      try { o = JSON.parse(line) } catch { bump('unparsed line'); continue }
-      const ev = o.event ?? o.msg
-      if (o.level >= 40 || /^limit\.|refused|failed|denied/.test(String(ev))) bump(`${ev} (level ${o.level})`)
-    }
-  } else {
-    for (const line of text.split('\n')) {
-      const m = line.match(/^\d+: (.*)$/)
-      const msg = m?.[1] ?? line
-      if (/error|warning|denied|refused|out of memory|dropped|exceeded/i.test(msg)) bump(msg.replace(/\d+/g, 'N').slice(0, 100))
-    }
-  }
-  return notable
 }

@@ -9,7 +9,8 @@ import { readdirSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { performance } from 'node:perf_hooks'
 import { loadavg } from 'node:os'
-import { PAIRS, brokerCpuSeconds, brokerRssKiB, brokerRunqWaitSeconds, cpuSeconds, rssKiB, runqWaitSeconds, startBroker, stopBroker, summariseLog } from './brokers.mjs'
+import { PAIRS } from './brokers.mjs'
+import { brokerCpuSeconds, brokerRssKiB, brokerRunqWaitSeconds, cpuSeconds, rssKiB, runqWaitSeconds, startBroker, stopBroker, summariseLog } from './processes.mjs'
 import { Generator } from './generator.mjs'
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms))
