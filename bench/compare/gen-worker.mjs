@@ -19,12 +19,13 @@ let tlsInfo // the suite and key exchange of the first connection, for the repor
 /**
  * Opens a TLS connection, sends CONNECT and resolves with the client once CONNACK 0 arrives;
  * rejects with a short reason otherwise. Later packets go to `client.onPacket`, and
- * `client.afterData` runs after each chunk (where batched replies are written).
+ * `client.afterData` runs after each chunk (where batched replies are written). A credential
+ * with a `port` dials that port instead of the generator's (bench/cluster: subscribers on node B).
  */
-function dial ({ clientId, username, password }) {
+function dial ({ clientId, username, password, port: to = port }) {
   return new Promise((resolve, reject) => {
     const t0 = performance.now()
-    const socket = tls.connect({ host, port, servername, secureContext: context, minVersion: 'TLSv1.3' })
+    const socket = tls.connect({ host, port: to, servername, secureContext: context, minVersion: 'TLSv1.3' })
     const client = { socket, clientId, onPacket: null, afterData: null, closed: false, ms: 0 }
     let settled = false
     const fail = (why) => {
