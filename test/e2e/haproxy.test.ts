@@ -3,39 +3,17 @@
 // address (127.0.0.9, a second loopback address), while its TCP peer is haproxy on 127.0.0.1.
 import { spawn } from 'node:child_process'
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
-import { connect, createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import t from 'tap'
 import mqtt, { type IClientOptions } from 'mqtt'
 import { events, PASSWORD, startHarness, type Harness } from '../helpers/harness.js'
+import { accepting, freePort } from '../helpers/ports.js'
 
 const HAPROXY = '/usr/sbin/haproxy'
 const DEVICE = '127.0.0.9'
 
 const sleep = async (ms: number): Promise<void> => await new Promise((resolve) => setTimeout(resolve, ms))
-
-async function freePort (): Promise<number> {
-  const srv = createServer()
-  await new Promise<void>((resolve) => srv.listen(0, '127.0.0.1', resolve))
-  const port = (srv.address() as { port: number }).port
-  await new Promise((resolve) => srv.close(resolve))
-  return port
-}
-
-/** Waits until something accepts on 127.0.0.1:port (probing from 127.0.0.250, an address no assertion names). */
-async function accepting (port: number, ms: number): Promise<void> {
-  const deadline = Date.now() + ms
-  while (Date.now() < deadline) {
-    const ok = await new Promise<boolean>((resolve) => {
-      const s = connect({ port, host: '127.0.0.1', localAddress: '127.0.0.250' }, () => { s.destroy(); resolve(true) })
-      s.on('error', () => resolve(false))
-    })
-    if (ok) return
-    await sleep(100)
-  }
-  throw new Error(`haproxy does not accept on 127.0.0.1:${port} after ${ms} ms`)
-}
 
 /**
  * The peers of established TCP connections to 127.0.0.1:port, from /proc/net/tcp (the kernel's
@@ -108,7 +86,8 @@ t.teardown(async () => {
   haproxy.kill('SIGTERM')
   await Promise.race([exited, sleep(3000).then(() => haproxy.kill('SIGKILL'))])
 })
-await accepting(front, 10_000).catch((err: Error) => { throw new Error(`${err.message}: ${stderr}`) })
+// Probed from 127.0.0.250, an address no assertion names.
+await accepting(front, 10_000, 'haproxy', '127.0.0.250').catch((err: Error) => { throw new Error(`${err.message}: ${stderr}`) })
 
 t.test('through haproxy the broker sees the device address while its TCP peer is haproxy', async (t) => {
   let client: mqtt.MqttClient | undefined

@@ -4,12 +4,12 @@
 // in EXPECTED, which differ on purpose (see src/acl/mosquitto-acl.ts).
 import { execFile, spawn, type ChildProcess } from 'node:child_process'
 import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
-import { connect, createServer } from 'node:net'
 import { tmpdir, userInfo } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import t, { type Test } from 'tap'
 import { startHarness } from '../helpers/harness.js'
+import { accepting, freePort } from '../helpers/ports.js'
 
 const started = Date.now()
 const ACL = fileURLToPath(new URL('../fixtures/mosquitto-diff.acl', import.meta.url))
@@ -60,27 +60,6 @@ async function pool (jobs: Array<() => Promise<void>>): Promise<void> {
   await Promise.all(Array.from({ length: CONCURRENCY }, async () => {
     for (let job = queue.shift(); job !== undefined; job = queue.shift()) await job()
   }))
-}
-
-async function freePort (): Promise<number> {
-  const srv = createServer()
-  await new Promise<void>((resolve) => srv.listen(0, '127.0.0.1', resolve))
-  const port = (srv.address() as { port: number }).port
-  await new Promise((resolve) => srv.close(resolve))
-  return port
-}
-
-async function accepting (port: number, ms: number): Promise<void> {
-  const deadline = Date.now() + ms
-  while (Date.now() < deadline) {
-    const ok = await new Promise<boolean>((resolve) => {
-      const s = connect(port, '127.0.0.1', () => { s.destroy(); resolve(true) })
-      s.on('error', () => resolve(false))
-    })
-    if (ok) return
-    await sleep(100)
-  }
-  throw new Error(`nothing accepts on 127.0.0.1:${port} after ${ms} ms`)
 }
 
 const sleep = async (ms: number): Promise<void> => await new Promise((resolve) => setTimeout(resolve, ms))

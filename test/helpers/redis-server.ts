@@ -3,9 +3,10 @@
 // stop() and start() keep the port, for tests of a Redis that goes away and comes back.
 import { spawn, type ChildProcess } from 'node:child_process'
 import { existsSync, mkdtempSync, rmSync } from 'node:fs'
-import { connect, createServer } from 'node:net'
+import { connect } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { freePort } from './ports.js'
 
 const READY_TIMEOUT_MS = 10_000
 const STOP_TIMEOUT_MS = 5_000
@@ -27,14 +28,6 @@ function findRedisServer (): string {
     if (dir !== '' && existsSync(join(dir, 'redis-server'))) return join(dir, 'redis-server')
   }
   throw new Error('redis-server not found: install Debian package redis-server (bash scripts/install-test-deps.sh does it)')
-}
-
-async function freePort (): Promise<number> {
-  const srv = createServer()
-  await new Promise<void>((resolve) => srv.listen(0, '127.0.0.1', resolve))
-  const port = (srv.address() as { port: number }).port
-  await new Promise((resolve) => srv.close(resolve))
-  return port
 }
 
 const sleep = async (ms: number): Promise<void> => await new Promise((resolve) => setTimeout(resolve, ms))
