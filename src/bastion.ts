@@ -146,13 +146,19 @@ export async function createBastion (config: BastionConfig, opts: BastionOptions
     await backend?.close()
     await store?.close()
   }
+  let cluster: ClusterEngine | undefined
   try {
     // Per-message checks (publish, delivery) answered once per connection and topic: acl/decision-cache.ts.
     policy = cacheDecisions(POLICIES[config.acl.policy](config, { log, ...(backend === undefined ? {} : { backend }) }))
+    // With `cluster`: routing, sessions and our security state through Redis (docs/cluster.md);
+    // a Redis that cannot be reached stops the start here.
+    if (config.cluster !== undefined) cluster = await startClusterEngine(config.cluster, log.child({ module: 'cluster' }), config.auth.lockout)
   } catch (err) {
     await release()
     throw err
   }
+  // Client id holders and owners, lockout counters and revocations every node shares.
+  const shared = cluster?.state
   // Where hooks, limits and sessions report what metrics count.
   const eventSink = metrics === undefined ? {} : { onEvent: metrics.onEvent }
   const lockout = createLockout({
@@ -161,7 +167,8 @@ export async function createBastion (config: BastionConfig, opts: BastionOptions
     // The store login checks the code first; an HTTP backend answers for both factors at once.
     codeFirst: s.type !== 'http' && config.auth.totp.required,
     log: log.child({ module: 'auth' }),
-    ...(metrics === undefined ? {} : { onLockout: (scope: LockoutScope) => metrics.onEvent({ type: 'lockout', scope }) })
+    ...(metrics === undefined ? {} : { onLockout: (scope: LockoutScope) => metrics.onEvent({ type: 'lockout', scope }) }),
+    ...(shared === undefined ? {} : { shared: shared.lockout })
   })
   const credentials = createCredentialCache(config.auth.credentialCache)
   // Devices that logged in before from where they are now are served first by the queue.
@@ -193,15 +200,22 @@ export async function createBastion (config: BastionConfig, opts: BastionOptions
     recheckInterval: config.auth.recheckInterval,
     onRevoke: (user: string) => { credentials.forget(user) },
     ...(store === undefined ? {} : { store }),
+    ...(shared === undefined ? {} : { shared: shared.holders }),
     ...eventSink
   })
+  // Redis gone for connectTimeout: PUBLISHes would be acknowledged and lost; devices are told
+  // to reconnect (refused 0x88 until Redis answers) and keep their data meanwhile.
+  shared?.onOutage(() => { sessions.endAll() })
+  // A user changed through any node or the CLI: its sessions here are re-checked at once.
+  shared?.onRevoke((user) => { sessions.recheck(user).catch((err: unknown) => log.error({ event: 'session.recheck_error', err }, 'unexpected re-check error')) })
   const hooks = createHooks({
     authenticator,
     sessions,
     policy,
     clientIdPrefixes: config.auth.clientIdPrefixes,
-    // Kept in the SQLite store (shared with the CLI, survives restarts), else in memory.
-    ...(config.auth.clientIdBinding === 'owner' ? { clientIdOwners: store?.clientIds ?? createMemoryClientIds() } : {}),
+    // In a cluster in Redis, for every store; else in the SQLite store (shared with the CLI,
+    // survives restarts), else in memory.
+    ...(config.auth.clientIdBinding === 'owner' ? { clientIdOwners: shared?.owners ?? store?.clientIds ?? createMemoryClientIds() } : {}),
     certificateIdentity,
     log: log.child({ module: 'auth' }),
     maxSessionExpiry: config.sessions.maxExpiry,
@@ -213,7 +227,6 @@ export async function createBastion (config: BastionConfig, opts: BastionOptions
   let broker: Aedes | undefined
   let monitoring: MonitoringServer | undefined
   let deliveries: DrainTracker | undefined
-  let cluster: ClusterEngine | undefined
   try {
     await passwords.ready()
     if (store !== undefined && (config.auth.store.type === 'file' || config.auth.store.type === 'sqlite') && (await store.list()).length === 0) {
@@ -236,8 +249,6 @@ export async function createBastion (config: BastionConfig, opts: BastionOptions
       // Caps what a DISCONNECT may set too (a CONNECT's request is capped by the hooks).
       ...(config.sessions.maxExpiry > 0 ? { sessionExpiryIntervalLimit: config.sessions.maxExpiry } : {})
     }
-    // With `cluster`: routing and sessions through Redis; a Redis that cannot be reached stops the start here.
-    if (config.cluster !== undefined) cluster = await startClusterEngine(config.cluster, log.child({ module: 'cluster' }))
     broker = await Aedes.createBroker({ ...engineOptions, ...cluster?.options })
     hooks.attach(broker)
     guards.attach(broker)

@@ -216,8 +216,10 @@ export function createHooks (opts: HookOptions): {
           return done(authError(RC_IDENTIFIER_REJECTED, 'client identifier not valid'), false)
         }
       }
-      // After the last await: of two logins racing for one id, the first to get here holds it.
-      const refusal = sessions.admit(client, { user: identity.user, remote: identity.remoteAddress, ...(result.fingerprint === undefined ? {} : { fingerprint: result.fingerprint }) })
+      // After the last await: of two logins racing for one id on this node, the first to get
+      // here holds it; across nodes, the first whose hold reaches the cluster (share()).
+      const grant = { user: identity.user, remote: identity.remoteAddress, ...(result.fingerprint === undefined ? {} : { fingerprint: result.fingerprint }) }
+      const refusal = sessions.admit(client, grant) ?? await sessions.share(client, grant)
       if (refusal !== undefined) {
         loginFailed(client, refusal, result.user)
         return done(authError(RC_IDENTIFIER_REJECTED, 'client identifier not valid'), false)

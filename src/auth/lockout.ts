@@ -1,15 +1,11 @@
-import { isIPv6 } from 'node:net'
 import type { LockoutConfig } from '../config/hardening.js'
 import type { Logger } from '../log.js'
 import { USERNAME_PATTERN, type LoginFailure } from '../types.js'
 import type { Authenticator, LoginRequest, LoginResult, Screening } from './authenticator.js'
+import { COUNTS, describe, ipKey, type LockoutScope, type SharedLockout, type Started } from './lockout-keys.js'
 import { accountPart } from './login.js'
 
-/**
- * `user`: an account, from every address; `ip`: an address, for every account; `user_ip`: an
- * account from one address (what a failure that proves nothing about the account counts as).
- */
-export type LockoutScope = 'user' | 'ip' | 'user_ip'
+export { ipKey, type LockoutScope, type SharedLockout } from './lockout-keys.js'
 
 export interface LockoutOptions extends LockoutConfig {
   log: Logger
@@ -27,6 +23,11 @@ export interface LockoutOptions extends LockoutConfig {
   /** Keys remembered per scope; the one that failed least recently is forgotten first. */
   maxKeys?: number
   now?: () => number
+  /**
+   * In a cluster: counts and lockouts every node shares. The local tables then only mirror
+   * them, for the pre-TLS check (addressLocked) and to refuse a known lockout without asking.
+   */
+  shared?: SharedLockout
 }
 
 export interface Lockout {
@@ -43,36 +44,6 @@ export interface Lockout {
   /** Logs the end of every lockout that is over; a timer calls it, tests may too. */
   sweep (): void
   close (): void
-}
-
-/**
- * Which refusals are a wrong guess. A Record, so a new LoginFailure cannot be added without
- * deciding here; faults (thrown, never a result) and refusals that are not about credentials
- * never count, so a store outage or a busy queue cannot lock anyone out.
- */
-const COUNTS: Record<LoginFailure, boolean> = {
-  anonymous: true,
-  malformed_username: true,
-  invalid_username: true,
-  missing_password: true,
-  unknown_user: true,
-  disabled_user: true,
-  bad_password: true,
-  bad_otp: true,
-  replayed_otp: true,
-  backend_denied: true,
-  totp_not_configured: true,
-  no_certificate: true,
-  certificate_mismatch: true,
-  will_denied: false,
-  backend_unavailable: false,
-  clientid_rejected: false,
-  locked_out: false,
-  server_busy: false,
-  clientid_taken: false,
-  clientid_binding: false,
-  clientid_owned: false,
-  keepalive_rejected: false
 }
 
 const MAX_KEYS = 100_000
@@ -93,28 +64,6 @@ interface Entry {
   /** Who and where, as logged when the lockout started. */
   user?: string
   remote: string
-}
-
-function describe (scope: LockoutScope, user: string | undefined, remote: string): string {
-  if (scope === 'user') return `account ${user ?? ''}`
-  if (scope === 'ip') return `address ${remote}`
-  return `account ${user ?? ''} from address ${remote}`
-}
-
-/**
- * IPv6 addresses are counted per /64: one host usually holds a whole /64 and could otherwise
- * pick a fresh address for every guess. IPv4-mapped addresses count as their IPv4 address.
- */
-export function ipKey (address: string): string {
-  const mapped = /^::ffff:(\d{1,3}(?:\.\d{1,3}){3})$/i.exec(address)
-  if (mapped !== null) return mapped[1] as string
-  const bare = address.split('%')[0] as string
-  if (!isIPv6(bare)) return address
-  const [head = '', tail] = bare.split('::')
-  const h = head === '' ? [] : head.split(':')
-  const t = tail === undefined || tail === '' ? [] : tail.split(':')
-  const groups = tail === undefined ? h : [...h, ...Array<string>(Math.max(0, 8 - h.length - t.length)).fill('0'), ...t]
-  return `${groups.slice(0, 4).map((g) => parseInt(g, 16).toString(16)).join(':')}::/64`
 }
 
 /**
@@ -181,62 +130,127 @@ export function createLockout (opts: LockoutOptions): Lockout {
     if (next < Infinity) schedule(Math.max(next, t + MIN_SWEEP_MS))
   }
 
-  function start (e: Entry, user: string | undefined, remote: string): void {
-    const t = now()
-    const maxMs = opts.maxDuration * 1000
-    // A key quiet for maxDuration since its last lockout starts the doubling again.
-    if (e.lockedUntil > 0 && t - e.lockedUntil >= maxMs) e.strikes = 0
-    e.strikes = Math.min(e.strikes + 1, 32)
-    const seconds = Math.min(opts.duration * 2 ** (e.strikes - 1), opts.maxDuration)
-    e.lockedUntil = t + seconds * 1000
-    const failures = e.failures.length
+  /** Starts a lockout of `ms`, counted here or by the cluster; logged once, by the node that started it. */
+  function begin (e: Entry, user: string | undefined, remote: string, { failures, ms }: Started): void {
+    e.lockedUntil = now() + ms
     // The failures that caused this lockout are spent: after it, the next one needs a fresh threshold.
     e.failures = []
     e.endPending = true
     e.user = user
     e.remote = remote
     locked.add(e)
+    const seconds = Math.round(ms / 1000)
     log.warn({ event: 'auth.lockout', scope: e.scope, user, remote, failures, seconds, until: new Date(e.lockedUntil).toISOString() },
       `login lockout of ${describe(e.scope, user, remote)} for ${seconds} s after ${failures} failed logins`)
     opts.onLockout?.(e.scope)
     schedule(e.lockedUntil)
   }
 
-  function fail (scope: LockoutScope, key: string | undefined, user: string | undefined, remote: string): void {
-    const threshold = thresholds[scope]
-    if (key === undefined || threshold === 0) return
+  /** The key's entry, made the most recently failed; the least recently failed goes past maxKeys. */
+  function entryFor (scope: LockoutScope, key: string, remote: string): Entry {
     const table = tables[scope]
-    const t = now()
-    let e = table.get(key)
-    if (e !== undefined) {
-      // A lockout that began while this attempt was being checked already counts it.
-      if (e.lockedUntil > t) return
-      table.delete(key) // re-inserted below: the map's order is least recently failed first
-    } else {
-      e = { scope, key, failures: [], strikes: 0, lockedUntil: 0, endPending: false, remote }
-    }
+    const e = table.get(key) ?? { scope, key, failures: [], strikes: 0, lockedUntil: 0, endPending: false, remote }
+    table.delete(key) // re-inserted: the map's order is least recently failed first
     table.set(key, e)
-    const from = t - opts.window * 1000
-    e.failures = e.failures.filter((at) => at > from)
-    e.failures.push(t)
-    if (e.failures.length >= threshold) start(e, user, remote)
     if (table.size > maxKeys) {
       const [oldestKey, oldest] = table.entries().next().value as [string, Entry]
       table.delete(oldestKey)
       if (oldest.endPending) ended(oldest, true)
     }
+    return e
+  }
+
+  function fail (scope: LockoutScope, key: string | undefined, user: string | undefined, remote: string): void {
+    const threshold = thresholds[scope]
+    if (key === undefined || threshold === 0) return
+    const t = now()
+    // A lockout that began while this attempt was being checked already counts it.
+    if ((tables[scope].get(key)?.lockedUntil ?? 0) > t) return
+    const e = entryFor(scope, key, remote)
+    const from = t - opts.window * 1000
+    e.failures = e.failures.filter((at) => at > from)
+    e.failures.push(t)
+    if (e.failures.length < threshold) return
+    const maxMs = opts.maxDuration * 1000
+    // A key quiet for maxDuration since its last lockout starts the doubling again.
+    if (e.lockedUntil > 0 && t - e.lockedUntil >= maxMs) e.strikes = 0
+    e.strikes = Math.min(e.strikes + 1, 32)
+    begin(e, user, remote, { failures: e.failures.length, ms: Math.min(opts.duration * 2 ** (e.strikes - 1), opts.maxDuration) * 1000 })
+  }
+
+  /** As fail(), counted by the cluster; the node whose failure crossed the threshold logs the lockout. */
+  async function failShared (shared: SharedLockout, scope: LockoutScope, key: string | undefined, user: string | undefined, remote: string): Promise<void> {
+    const threshold = thresholds[scope]
+    if (key === undefined || threshold === 0) return
+    const started = await shared.fail(scope, key, threshold)
+    if (started !== undefined) begin(entryFor(scope, key, remote), user, remote, started)
+  }
+
+  /** A lockout another node started (or found in the cluster at a login): mirrored, not logged. */
+  function mirror (scope: LockoutScope, key: string, ms: number): void {
+    if (thresholds[scope] === 0 || ms <= 0) return
+    const until = now() + ms
+    const known = tables[scope].get(key)
+    if (known !== undefined && known.lockedUntil >= until) return
+    entryFor(scope, key, scope === 'ip' ? key : '').lockedUntil = until
   }
 
   const pairKey = (account: { key: string } | undefined, remote: string): string | undefined =>
     account === undefined ? undefined : `${account.key}\u0000${ipKey(remote)}`
 
-  function refusal (req: LoginRequest): LoginResult | undefined {
+  function keysOf (req: LoginRequest): Array<readonly [LockoutScope, string | undefined]> {
     const account = accountOf(req.username)
-    if (lockedEntry('user', account?.key) === undefined && lockedEntry('ip', ipKey(req.remoteAddress)) === undefined &&
-      lockedEntry('user_ip', pairKey(account, req.remoteAddress)) === undefined) return undefined
+    return [['user', account?.key], ['ip', ipKey(req.remoteAddress)], ['user_ip', pairKey(account, req.remoteAddress)]]
+  }
+
+  function refused (req: LoginRequest): LoginResult {
+    const account = accountOf(req.username)
     // The same answer for real and unknown accounts: only the name the client sent.
     return account === undefined ? { ok: false, reason: 'locked_out' } : { ok: false, reason: 'locked_out', user: account.name }
   }
+
+  /** Locked out as this node knows (its own lockouts and those mirrored): answered without waiting. */
+  function refusal (req: LoginRequest): LoginResult | undefined {
+    return keysOf(req).every(([scope, key]) => lockedEntry(scope, key) === undefined) ? undefined : refused(req)
+  }
+
+  /**
+   * Locked out anywhere in the cluster: asked at every login, so a lockout another node started
+   * holds here however late its message arrives. A Redis that cannot answer throws (0x88).
+   */
+  async function refusalNow (req: LoginRequest): Promise<LoginResult | undefined> {
+    const local = refusal(req)
+    if (local !== undefined || opts.shared === undefined) return local
+    const keys = keysOf(req).filter((k): k is readonly [LockoutScope, string] => k[1] !== undefined && thresholds[k[0]] > 0)
+    const left = await opts.shared.remaining(keys)
+    keys.forEach(([scope, key], i) => mirror(scope, key, left[i] ?? 0))
+    return left.some((ms) => ms > 0) ? refused(req) : undefined
+  }
+
+  /** Counts a refused login against its keys (see codeFirst). */
+  async function counted (req: LoginRequest, reason: LoginFailure): Promise<void> {
+    if (!COUNTS[reason]) return
+    const account = accountOf(req.username)
+    // With the code checked first, only a wrong password behind a valid code shows the TOTP
+    // secret is known: that alone may lock the account for everyone, the owner too. Anything
+    // else is a guess anyone can make, and must not be a lockout button.
+    const [scope, key] = opts.codeFirst !== true || reason === 'bad_password' ? ['user', account?.key] as const : ['user_ip', pairKey(account, req.remoteAddress)] as const
+    const shared = opts.shared
+    if (shared === undefined) {
+      fail(scope, key, account?.name, req.remoteAddress)
+      fail('ip', ipKey(req.remoteAddress), undefined, req.remoteAddress)
+      return
+    }
+    try {
+      await failShared(shared, scope, key, account?.name, req.remoteAddress)
+      await failShared(shared, 'ip', ipKey(req.remoteAddress), undefined, req.remoteAddress)
+    } catch {
+      // The login is refused anyway; the next one asks the cluster first and gets 0x88 while
+      // it cannot answer, so a failure left uncounted buys no guess.
+    }
+  }
+
+  opts.shared?.onRemote(mirror)
 
   function close (): void {
     closed = true
@@ -249,26 +263,23 @@ export function createLockout (opts: LockoutOptions): Lockout {
       return {
         name: a.name,
         async login (req) {
-          const refused = refusal(req)
-          if (refused !== undefined) return refused
+          const locked = await refusalNow(req)
+          if (locked !== undefined) return locked
           const result = await a.login(req)
-          const account = accountOf(req.username)
           if (result.ok) {
+            const account = accountOf(req.username)
             // The account's owner proved the password: its earlier failures were typos.
             for (const [scope, key] of [['user', account?.key], ['user_ip', pairKey(account, req.remoteAddress)]] as const) {
-              const e = key === undefined ? undefined : tables[scope].get(key)
+              if (key === undefined) continue
+              opts.shared?.clear(scope, key)
+              const e = tables[scope].get(key)
               if (e !== undefined && e.lockedUntil <= now()) {
                 if (e.endPending) ended(e)
                 tables[scope].delete(e.key)
               }
             }
-          } else if (COUNTS[result.reason]) {
-            // With the code checked first, only a wrong password behind a valid code shows the
-            // TOTP secret is known: that alone may lock the account for everyone, the owner too.
-            // Anything else is a guess anyone can make, and must not be a lockout button.
-            if (opts.codeFirst !== true || result.reason === 'bad_password') fail('user', account?.key, account?.name, req.remoteAddress)
-            else fail('user_ip', pairKey(account, req.remoteAddress), account?.name, req.remoteAddress)
-            fail('ip', ipKey(req.remoteAddress), undefined, req.remoteAddress)
+          } else {
+            await counted(req, result.reason)
           }
           return result
         },
@@ -283,7 +294,7 @@ export function createLockout (opts: LockoutOptions): Lockout {
       return {
         name: a.name,
         async login (req) {
-          return refusal(req) ?? await a.login(req)
+          return await refusalNow(req) ?? await a.login(req)
         },
         // The re-check runs where the slow part starts: after the queue's wait, before bcrypt.
         ...(screen === undefined
@@ -292,7 +303,7 @@ export function createLockout (opts: LockoutOptions): Lockout {
               async screen (req: LoginRequest): Promise<Screening> {
                 const s = await screen(req)
                 if ('result' in s) return s
-                return { ...s, verify: async () => refusal(req) ?? await s.verify() }
+                return { ...s, verify: async () => await refusalNow(req) ?? await s.verify() }
               }
             }),
         async close () {

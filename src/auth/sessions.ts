@@ -8,6 +8,24 @@ import { credentialFingerprint } from './login.js'
 /** Why a live session was ended (the `reason` of `session.revoked`). */
 export type RevokeReason = 'disabled' | 'removed' | 'credentials_changed'
 
+/**
+ * Who holds which client id on the other nodes of a cluster (cluster/client-id-holders.ts): the
+ * same rule as one node's holders, kept where every node sees it.
+ */
+export interface SharedHolders {
+  /**
+   * Holds `clientId` for `user` on this node, atomically across nodes: undefined when it was free
+   * or `user`'s already (the other node then ends its connection, 0x8E), else the user that holds
+   * it. Throws BASTION_ERR_BACKEND_UNAVAILABLE when it cannot tell.
+   */
+  hold (clientId: string, user: string): Promise<string | undefined>
+  /** This node's connection for the id ended: frees it, or keeps it `keepSeconds` (a session that may be resumed). Never throws. */
+  release (clientId: string, user: string, keepSeconds: number): void
+  /** Keeps the ids of this node's live connections from expiring; called every `refreshMs`. Never throws. */
+  refresh (held: Array<[clientId: string, user: string]>): void
+  readonly refreshMs: number
+}
+
 /** What a session was admitted as. */
 export interface SessionGrant {
   readonly user: string
@@ -28,6 +46,8 @@ export interface SessionOptions {
   onEvent?: (event: { type: 'revoked' }) => void
   /** Told the user of each revoked session (the credential cache forgets it); must not throw. */
   onRevoke?: (user: string) => void
+  /** In a cluster: holders on the other nodes (see share()). */
+  shared?: SharedHolders
 }
 
 /**
@@ -41,15 +61,28 @@ export interface SessionRegistry {
    */
   admit (client: Client, grant: SessionGrant): LoginFailure | undefined
   /**
+   * In a cluster, after admit(): holds the id on every node, or undoes this node's hold and
+   * names why not. Throws (the hold undone) when the shared holders cannot answer.
+   */
+  share (client: Client, grant: SessionGrant): Promise<LoginFailure | undefined>
+  /**
    * aedes registered `client` under its id (its 'client' event). Logins of one user racing for
    * one id are admitted in one order and may register in another; aedes keeps the last
    * registered (patches/aedes/0011), so that one is the holder re-checks must reach.
    */
   registered (client: Client): void
-  /** Whether the client's session was ended by a re-check (its will must not be published). */
+  /** Whether the client's session was ended by a re-check or endAll (its will must not be published). */
   isRevoked (client: Client): boolean
-  /** Re-checks every live session against the store now; a store fault ends nobody's session. */
-  recheck (): Promise<void>
+  /**
+   * Re-checks every live session against the store now (or, with `user`, that user's); a store
+   * fault ends nobody's session.
+   */
+  recheck (user?: string): Promise<void>
+  /**
+   * Ends every live session here (the cluster's Redis is gone: what they publish would be lost)
+   * with DISCONNECT 0x89 Server busy; their wills are not published (they could not be routed).
+   */
+  endAll (): void
   /** Starts the periodic re-check (auth.recheckInterval). */
   start (): void
   close (): void
@@ -80,13 +113,16 @@ export function bindingAllows (mode: ClientIdBinding, clientId: string, user: st
 }
 
 export function createSessionRegistry (opts: SessionOptions): SessionRegistry {
-  const { log, store } = opts
+  const { log, store, shared } = opts
   const binding = opts.clientIdBinding ?? 'none'
   const holders = new Map<string, Holder>()
   const revoked = new WeakSet<Client>()
+  // Ended by endAll(): no will, but their sessions stay theirs to resume.
+  const told = new WeakSet<Client>()
   const grants = new WeakMap<Client, SessionGrant>()
   let lastSweep = Date.now()
   let timer: NodeJS.Timeout | undefined
+  let refresher: NodeJS.Timeout | undefined
   let running: Promise<void> | undefined
   let closed = false
   let storeFailing = false
@@ -102,8 +138,21 @@ export function createSessionRegistry (opts: SessionOptions): SessionRegistry {
     const h = holders.get(client.id)
     if (h?.client !== client) return // taken over by the same user meanwhile: the new one holds it
     const expiry = client.sessionExpiryInterval ?? 0
-    if (expiry <= 0 || revoked.has(client)) holders.delete(client.id)
+    const keep = expiry <= 0 || revoked.has(client) ? 0 : expiry
+    if (keep === 0) holders.delete(client.id)
     else holders.set(client.id, { ...h, client: undefined, until: expiry >= NEVER_EXPIRES ? Infinity : Date.now() + expiry * 1000 })
+    // Sent on the connection the hold went out on, so it runs after it even when the socket
+    // closed while the hold was on its way; it frees only this node's own hold.
+    shared?.release(client.id, h.user, keep)
+  }
+
+  /**
+   * Undoes admit() for a client the cluster refused (the close that follows releases nothing),
+   * also when its socket closed while the cluster was asked and left a session kept for it.
+   */
+  function unhold (client: Client, user: string): void {
+    const h = holders.get(client.id)
+    if (h !== undefined && (h.client === client || (h.client === undefined && h.user === user))) holders.delete(client.id)
   }
 
   function sweep (now: number): void {
@@ -122,11 +171,11 @@ export function createSessionRegistry (opts: SessionOptions): SessionRegistry {
     client.disconnect({ reasonCode: 0x98 }, () => {})
   }
 
-  async function recheckNow (s: UserStore): Promise<void> {
+  async function recheckNow (s: UserStore, only?: string): Promise<void> {
     // Only sessions admitted before the first lookup: their logins read the store before it.
     const byUser = new Map<string, Array<[Holder, Client]>>()
     for (const h of holders.values()) {
-      if (h.client === undefined || h.client.closed || h.fingerprint === undefined) continue
+      if (h.client === undefined || h.client.closed || h.fingerprint === undefined || (only !== undefined && h.user.toLowerCase() !== only)) continue
       const list = byUser.get(h.user) ?? []
       list.push([h, h.client])
       byUser.set(h.user, list)
@@ -181,19 +230,55 @@ export function createSessionRegistry (opts: SessionOptions): SessionRegistry {
       sweep(now)
       return undefined
     },
+    async share (client, grant) {
+      // Nothing held here: the login was refused, or its socket closed meanwhile.
+      if (shared === undefined || holders.get(client.id)?.client !== client) return undefined
+      let other: string | undefined
+      try {
+        other = await shared.hold(client.id, grant.user)
+      } catch (err) {
+        unhold(client, grant.user)
+        throw err
+      }
+      if (other === undefined) return undefined
+      unhold(client, grant.user)
+      return 'clientid_taken'
+    },
     registered (client) {
       const grant = grants.get(client)
       if (grant === undefined || client.closed || holders.get(client.id)?.client === client) return
       holders.set(client.id, { ...grant, client, until: Infinity })
     },
-    isRevoked: (client) => revoked.has(client),
-    async recheck () {
+    isRevoked: (client) => revoked.has(client) || told.has(client),
+    endAll () {
+      let ended = 0
+      for (const h of holders.values()) {
+        const client = h.client
+        if (client === undefined || client.closed || revoked.has(client) || told.has(client)) continue
+        told.add(client)
+        ended++
+        // [MQTT-3.14.2.1] 0x89 Server busy: reconnect later (there is no DISCONNECT 0x88).
+        client.disconnect({ reasonCode: 0x89 }, () => {})
+      }
+      log.warn({ event: 'cluster.clients_disconnected', clients: ended }, 'Redis is unreachable: connected clients told to reconnect later (DISCONNECT 0x89)')
+    },
+    async recheck (user) {
       if (store === undefined || closed) return
+      // One user's re-check (a revocation told by another node) is one lookup: it runs at once.
+      if (user !== undefined) { await recheckNow(store, user.toLowerCase()); return }
       // One round at a time: a slow store must not pile rounds up.
       running ??= recheckNow(store).finally(() => { running = undefined })
       await running
     },
     start () {
+      if (shared !== undefined && refresher === undefined && !closed) {
+        refresher = setInterval(() => {
+          const live: Array<[string, string]> = []
+          for (const [id, h] of holders) if (h.client !== undefined && h.client.closed !== true) live.push([id, h.user])
+          shared.refresh(live)
+        }, shared.refreshMs)
+        refresher.unref()
+      }
       const every = opts.recheckInterval ?? 0
       if (every <= 0 || store === undefined || timer !== undefined || closed) return
       timer = setInterval(() => { registry.recheck().catch((err: unknown) => log.error({ event: 'session.recheck_error', err }, 'unexpected re-check error')) }, every * 1000)
@@ -202,6 +287,7 @@ export function createSessionRegistry (opts: SessionOptions): SessionRegistry {
     close () {
       closed = true
       clearInterval(timer)
+      clearInterval(refresher)
       timer = undefined
     }
   }

@@ -1,6 +1,7 @@
 import { loadConfig } from '../config/load.js'
 import { BastionError } from '../errors.js'
 import { createStore } from '../stores/create.js'
+import type { ClientIdOwners } from '../stores/store.js'
 import { expectPositionals, parse, stringFlag, UsageError } from './args.js'
 import { cliStoreLogger } from './store-log.js'
 
@@ -16,7 +17,8 @@ user keeps its 32 most recently used ids; older ones are released on their own.
   release   Frees CLIENT_ID for the next user that logs in with it (a device that changed
             hands). A running broker sees the change at that device's next login.
 
-Bindings live in the SQLite user store. With other stores (mysql, file, mosquitto-passwd,
+Bindings live in the SQLite user store; in a cluster (the config has cluster:), in its Redis
+for every store, shared by all nodes. Without a cluster, with other stores (mysql, file, mosquitto-passwd,
 http) the broker keeps them in memory: this command cannot reach them, and a restart
 releases them all.
   --config FILE Config file (default: env BASTION_CONFIG, else built-in defaults).
@@ -37,6 +39,17 @@ export async function clientIdCommand (argv: string[], out: (s: string) => void)
   if (sub === 'release' && values.json !== undefined) throw new UsageError('clientid release does not take --json')
   const configFile = stringFlag(values, 'config')
   const { config } = loadConfig({ ...(configFile === undefined ? {} : { file: configFile }), env: process.env })
+  // In a cluster the owners live in Redis, whatever the user store (docs/cluster.md).
+  if (config.cluster !== undefined) {
+    const { openClusterAdmin } = await import('../cluster/admin.js')
+    const admin = await openClusterAdmin(config.cluster, cliStoreLogger())
+    try {
+      await ownersCommand(sub, admin.owners, positionals, values.json === true, out)
+    } finally {
+      await admin.close()
+    }
+    return
+  }
   if (config.auth.store.type === 'http') throw new BastionError('BASTION_ERR_INVALID_INPUT', 'auth.store is http: client id owners are kept in the broker\'s memory, not in a store this command can reach')
   const store = createStore(config, cliStoreLogger())
   try {
@@ -44,17 +57,21 @@ export async function clientIdCommand (argv: string[], out: (s: string) => void)
     if (owners === undefined) {
       throw new BastionError('BASTION_ERR_INVALID_INPUT', `the ${config.auth.store.type} store does not keep client id owners: the broker keeps them in memory (a restart releases them)`)
     }
-    if (sub === 'list') {
-      const user = positionals.length === 0 ? undefined : expectPositionals(positionals, ['USER'])[0]
-      const all = await owners.list(user)
-      if (values.json === true) out(JSON.stringify(all) + '\n')
-      else out(all.length === 0 ? 'no client ids bound\n' : all.map((o) => `${printable(o.clientId)}\t${o.user}\t${o.lastSeen}\n`).join(''))
-      return
-    }
-    const [id] = expectPositionals(positionals, ['CLIENT_ID']) as [string]
-    if (!(await owners.release(id))) throw new BastionError('BASTION_ERR_INVALID_INPUT', `client id ${JSON.stringify(id)} is not bound to any user`)
-    out(`released client id ${id}\n`)
+    await ownersCommand(sub, owners, positionals, values.json === true, out)
   } finally {
     await store.close()
   }
+}
+
+async function ownersCommand (sub: 'list' | 'release', owners: ClientIdOwners, positionals: string[], json: boolean, out: (s: string) => void): Promise<void> {
+  if (sub === 'list') {
+    const user = positionals.length === 0 ? undefined : expectPositionals(positionals, ['USER'])[0]
+    const all = await owners.list(user)
+    if (json) out(JSON.stringify(all) + '\n')
+    else out(all.length === 0 ? 'no client ids bound\n' : all.map((o) => `${printable(o.clientId)}\t${o.user}\t${o.lastSeen}\n`).join(''))
+    return
+  }
+  const [id] = expectPositionals(positionals, ['CLIENT_ID']) as [string]
+  if (!(await owners.release(id))) throw new BastionError('BASTION_ERR_INVALID_INPUT', `client id ${JSON.stringify(id)} is not bound to any user`)
+  out(`released client id ${id}\n`)
 }

@@ -50,6 +50,8 @@ and MQTT password = the base password: ${MIN_PASSWORD} characters to ${MAX_PASSW
   export        Writes every user as one JSON line (the form import reads) to stdout.
                 The output holds password hashes and TOTP secrets: keep it like a
                 private key, e.g.  umask 077; mqtt-bastion user export > users.jsonl
+  In a cluster (the config has cluster:), disable, remove, passwd and rotate-totp also tell
+  every running node through Redis to re-check NAME's live sessions at once.
   --config FILE Config file (default: env BASTION_CONFIG, else built-in defaults).
 `
 
@@ -175,16 +177,19 @@ export async function userCommand (argv: string[], out: (s: string) => void): Pr
       case 'disable':
       case 'enable':
         await store.update(name, { enabled: sub === 'enable' })
+        if (sub === 'disable') await tellCluster(config, name)
         out(`${sub}d user ${name}\n`)
         return
       case 'remove':
         await store.remove(name)
+        await tellCluster(config, name)
         out(`removed user ${name}\n`)
         return
       case 'passwd': {
         await requireUser(store, name)
         const password = await passwordFrom(stringFlag(values, 'password'))
         await store.update(name, { passwordHash: bcrypt.hashSync(password, BCRYPT_COST) })
+        await tellCluster(config, name)
         out(`changed password of ${name}\n`)
         return
       }
@@ -192,6 +197,7 @@ export async function userCommand (argv: string[], out: (s: string) => void): Pr
         await requireUser(store, name)
         const secret = secretFrom(stringFlag(values, 'totp-secret'))
         await store.update(name, { totpSecret: secret })
+        await tellCluster(config, name)
         await printSecret(out, name, secret, json, qr, 'new TOTP secret for')
         return
       }
@@ -202,6 +208,20 @@ export async function userCommand (argv: string[], out: (s: string) => void): Pr
     }
   } finally {
     await store.close()
+  }
+}
+
+/** In a cluster every node re-checks `name`'s live sessions now; the change is stored either way. */
+async function tellCluster (config: BastionConfig, name: string): Promise<void> {
+  if (config.cluster === undefined) return
+  try {
+    // Loaded only here: the other commands need no Redis client.
+    const { openClusterAdmin } = await import('../cluster/admin.js')
+    const admin = await openClusterAdmin(config.cluster, cliStoreLogger())
+    try { await admin.revoke(name) } finally { await admin.close() }
+  } catch (err) {
+    process.stderr.write(`mqtt-bastion: the cluster's Redis was not told (${(err as Error).message}): running brokers end ${name}'s sessions at their next re-check (auth.recheckInterval)
+`)
   }
 }
 

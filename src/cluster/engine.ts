@@ -5,14 +5,18 @@ import { randomBytes } from 'node:crypto'
 import { createRequire } from 'node:module'
 import type { Redis } from 'ioredis'
 import type { ClusterConfig } from '../config/cluster.js'
+import type { LockoutConfig } from '../config/hardening.js'
 import type { EngineOptions } from '../engine/aedes.js'
 import type { Logger } from '../log.js'
 import { createRedisConnections, type RedisConnections } from './redis.js'
+import { startClusterState, type ClusterState } from './state.js'
 
 // Both packages are CommonJS, and the persistence ships no type declarations: typed here by
 // what this module uses.
 const require = createRequire(import.meta.url)
 interface RedisEmitter {
+  /** mqemitter-redis 7.2.1: channels whose messages it drops before decoding them (pinned). */
+  readonly _ignoredTopicsSet: Set<string>
   readonly state: { on (event: 'error', listener: (err: Error) => void): void }
   close (cb: () => void): void
 }
@@ -25,6 +29,8 @@ export interface ClusterEngine {
   /** The aedes broker id: the node id and a random part new at every start. */
   readonly brokerId: string
   readonly redis: RedisConnections
+  /** Our security state: client id holders and owners, lockout, revocation (cluster/state.ts). */
+  readonly state: ClusterState
   /** id, mq and persistence for Aedes.createBroker. */
   readonly options: Pick<EngineOptions, 'id' | 'mq' | 'persistence'>
   /** Releases the persistence and every Redis connection; call after the broker has closed. */
@@ -34,26 +40,30 @@ export interface ClusterEngine {
 // Bounds on the parts of shutdown that wait for Redis: a Redis that is down must not keep the
 // process from exiting.
 const EMITTER_CLOSE_MS = 1000
+// auth.lockout's defaults, for an engine started without a broker config (tests).
+const DEFAULT_LOCKOUT: LockoutConfig = { window: 900, maxFailuresPerUser: 10, maxFailuresPerIp: 50, duration: 60, maxDuration: 3600 }
 const PERSISTENCE_CLOSE_MS = 1000
 
 /**
  * Connects to Redis (rejecting within `cluster.redis.connectTimeout` with one line naming
  * host:port when it cannot) and builds the emitter and persistence on those connections.
  */
-export async function startClusterEngine (config: ClusterConfig, log: Logger): Promise<ClusterEngine> {
+export async function startClusterEngine (config: ClusterConfig, log: Logger, lockout: LockoutConfig = DEFAULT_LOCKOUT): Promise<ClusterEngine> {
   const redis = createRedisConnections(config.redis, log)
   const pub = redis.open('publish')
   const sub = redis.open('subscribe')
   const db = redis.open('persistence', { prefixed: true })
+  // aedes keys queued packets by broker id and a counter that restarts at 0, and a node's wills
+  // by its broker id: a restarted node must not reuse either, so each start gets its own id.
+  const brokerId = `${config.nodeId}.${randomBytes(4).toString('hex')}`
+  let state: ClusterState
   try {
     await Promise.all([pub, sub, db].map(async (c) => await redis.ready(c)))
+    state = await startClusterState(redis, config, lockout, brokerId, log)
   } catch (err) {
     await redis.close()
     throw err
   }
-  // aedes keys queued packets by broker id and a counter that restarts at 0, and a node's wills
-  // by its broker id: a restarted node must not reuse either, so each start gets its own id.
-  const brokerId = `${config.nodeId}.${randomBytes(4).toString('hex')}`
   // Pub/sub channels are global to a Redis server (not per db): the prefix keeps deployments
   // sharing one from receiving each other's messages and $SYS/<id>/new/clients takeovers.
   // concurrency and matchEmptyLevels as aedes sets them on its own in-memory emitter.
@@ -61,6 +71,9 @@ export async function startClusterEngine (config: ClusterConfig, log: Logger): P
   // mqemitter-redis re-emits connection errors here; without a listener they would throw.
   // The connections log them already (cluster/redis.ts).
   mq.state.on('error', () => {})
+  // A subscription to '#' becomes PSUBSCRIBE '<prefix>*', which matches our channels too; their
+  // messages are not MQTT packets for the emitter to decode.
+  for (const channel of state.channels) mq._ignoredTopicsSet.add(channel)
   // It closes by QUIT and waits for both connections to end, which never happens while
   // Redis is unreachable: aedes' close() waits for this callback.
   const closeEmitter = mq.close.bind(mq)
@@ -78,9 +91,11 @@ export async function startClusterEngine (config: ClusterConfig, log: Logger): P
   return {
     brokerId,
     redis,
+    state,
     options: { id: brokerId, mq: mq as unknown as EngineOptions['mq'], persistence: persistence as unknown as EngineOptions['persistence'] },
     close () {
       closing ??= (async () => {
+        state.close()
         let timer: NodeJS.Timeout | undefined
         // Unsubscribes its subscription-sync topic and drops its connection (db); aedes' own
         // close() does not call it.

@@ -12,9 +12,12 @@ export interface RedisConnections {
   /**
    * A new connection, not yet connected (see ready). `prefixed`: every key gets
    * `keyPrefix`; pub/sub channels never do (ioredis does not prefix them), so leave it off for
-   * the connections that publish and subscribe.
+   * the connections that publish and subscribe. `failFast`: a command sent while Redis is
+   * unreachable fails at once instead of waiting in ioredis' offline queue, and one that gets
+   * no answer fails after `connectTimeout` (security state: a login must not wait on a Redis
+   * that is gone, nor be decided on what this node last knew).
    */
-  open (role: string, opts?: { prefixed?: boolean }): Redis
+  open (role: string, opts?: { prefixed?: boolean; failFast?: boolean }): Redis
   /**
    * Connects `conn` and resolves once it answers PING; otherwise rejects within
    * `connectTimeout` (plus a second) with one line naming host:port and why.
@@ -31,7 +34,7 @@ export function createRedisConnections (config: RedisConfig, log: Logger): Redis
   const address = `${config.host}:${config.port}`
   const opened = new Set<Redis>()
 
-  function options (prefixed: boolean): RedisOptions {
+  function options (prefixed: boolean, failFast: boolean): RedisOptions {
     return {
       host: config.host,
       port: config.port,
@@ -40,6 +43,7 @@ export function createRedisConnections (config: RedisConfig, log: Logger): Redis
       db: config.db,
       ...(prefixed ? { keyPrefix: config.keyPrefix } : {}),
       connectTimeout: config.connectTimeout,
+      ...(failFast ? { enableOfflineQueue: false, commandTimeout: config.connectTimeout, maxRetriesPerRequest: 0 } : {}),
       // Connected by ready(), where a failure is an answer instead of a retry loop at start.
       lazyConnect: true
     }
@@ -48,7 +52,7 @@ export function createRedisConnections (config: RedisConfig, log: Logger): Redis
   return {
     address,
     open (role, opts = {}) {
-      const conn = new Redis(options(opts.prefixed ?? false))
+      const conn = new Redis(options(opts.prefixed ?? false, opts.failFast ?? false))
       opened.add(conn)
       // One line per outage and connection, not one per retry; ioredis prints unhandled errors
       // to stderr itself, so a listener is always attached.
