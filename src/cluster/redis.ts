@@ -17,7 +17,7 @@ export interface RedisConnections {
    * no answer fails after `connectTimeout` (security state: a login must not wait on a Redis
    * that is gone, nor be decided on what this node last knew).
    */
-  open (role: string, opts?: { prefixed?: boolean; failFast?: boolean }): Redis
+  open (role: string, opts?: { prefixed?: boolean; failFast?: boolean; pipelined?: boolean }): Redis
   /**
    * Connects `conn` and resolves once it answers PING; otherwise rejects within
    * `connectTimeout` (plus a second) with one line naming host:port and why.
@@ -34,7 +34,7 @@ export function createRedisConnections (config: RedisConfig, log: Logger): Redis
   const address = `${config.host}:${config.port}`
   const opened = new Set<Redis>()
 
-  function options (prefixed: boolean, failFast: boolean): RedisOptions {
+  function options (prefixed: boolean, failFast: boolean, pipelined: boolean): RedisOptions {
     return {
       host: config.host,
       port: config.port,
@@ -45,14 +45,17 @@ export function createRedisConnections (config: RedisConfig, log: Logger): Redis
       connectTimeout: config.connectTimeout,
       ...(failFast ? { enableOfflineQueue: false, commandTimeout: config.connectTimeout, maxRetriesPerRequest: 0 } : {}),
       // Connected by ready(), where a failure is an answer instead of a retry loop at start.
-      lazyConnect: true
+      lazyConnect: true,
+      // Commands issued in one turn of the event loop leave in one write: a burst of PUBLISHes
+      // is one syscall, not one each.
+      ...(pipelined ? { enableAutoPipelining: true } : {})
     }
   }
 
   return {
     address,
     open (role, opts = {}) {
-      const conn = new Redis(options(opts.prefixed ?? false, opts.failFast ?? false))
+      const conn = new Redis(options(opts.prefixed ?? false, opts.failFast ?? false, opts.pipelined ?? false))
       opened.add(conn)
       // One line per outage and connection, not one per retry; ioredis prints unhandled errors
       // to stderr itself, so a listener is always attached.

@@ -114,3 +114,23 @@ t.test('closing while Redis is down is bounded: the process is not held by a rec
   t.ok(lines.some((l) => l.includes('"event":"redis.error"')), 'the outage was logged')
   t.equal(lines.filter((l) => l.includes('"event":"redis.error"') && l.includes('"role":"publish"')).length, 1, 'once per connection, not per retry')
 })
+
+t.test('a burst of publishes reaches Redis in a few reads, not one per message (auto-pipelining)', async (t) => {
+  const r = await startRedisServer()
+  t.teardown(() => r.close())
+  const { log } = capture()
+  const engine = await startClusterEngine(cluster({ port: r.port }), log)
+  const broker = await Aedes.createBroker(engine.options)
+  t.teardown(async () => { await new Promise<void>((resolve) => broker.close(() => resolve())); await engine.close() })
+  const conn = engine.redis.open('probe')
+  await engine.redis.ready(conn)
+  const reads = async (): Promise<number> => Number(/total_reads_processed:(\d+)/.exec(await conn.info('stats'))?.[1])
+  const before = await reads()
+  const N = 500
+  // One turn of the event loop: what a burst of devices' PUBLISHes makes of the emitter.
+  await Promise.all(Array.from({ length: N }, async (_, i) => await new Promise<void>((resolve) => {
+    broker.publish({ cmd: 'publish', topic: `burst/${i}`, payload: Buffer.from('x'), qos: 0, retain: false, dup: false }, () => resolve())
+  })))
+  const used = await reads() - before
+  t.ok(used < N / 10, `${N} publishes took ${used} reads by Redis (one per message without pipelining)`)
+})
