@@ -25,6 +25,9 @@
 #   redis-server       (the cluster tests start their own throwaway redis-server on 127.0.0.1,
 #                       no config file, nothing saved; the redis-server service is neither
 #                       started nor left enabled)
+#   nginx-light, libnginx-mod-stream
+#                      (nginx -t checks the NGINX stream front of docs/cluster.md; the nginx
+#                       service is neither started nor left enabled)
 # Does nothing when they are present; installs them with apt-get when run as root;
 # otherwise names what is missing and exits 1.
 set -euo pipefail
@@ -47,6 +50,8 @@ fi
 command -v mmdebstrap >/dev/null 2>&1 || missing+=(mmdebstrap)
 command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || missing+=(haproxy)
 command -v redis-server >/dev/null 2>&1 || [ -x /usr/bin/redis-server ] || missing+=(redis-server)
+{ command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ]; } || missing+=(nginx-light)
+[ -e /usr/lib/nginx/modules/ngx_stream_module.so ] || missing+=(libnginx-mod-stream)
 if ! command -v mariadbd >/dev/null 2>&1 && [ ! -x /usr/sbin/mariadbd ] || ! command -v mariadb-install-db >/dev/null 2>&1; then
   missing+=(mariadb-server)
 fi
@@ -86,6 +91,10 @@ fi
 # And haproxy enables haproxy.service; the PROXY protocol test runs its own haproxy.
 if [[ " ${missing[*]} " == *" haproxy "* ]] && command -v systemctl >/dev/null 2>&1; then
   systemctl disable --quiet haproxy.service 2>/dev/null || true
+fi
+# And nginx enables nginx.service; the test only runs nginx -t.
+if [[ " ${missing[*]} " == *" nginx-light "* ]] && command -v systemctl >/dev/null 2>&1; then
+  systemctl disable --quiet nginx.service 2>/dev/null || true
 fi
 # And redis-server enables redis-server.service; the cluster tests run their own redis-server.
 if [[ " ${missing[*]} " == *" redis-server "* ]] && command -v systemctl >/dev/null 2>&1; then
