@@ -251,6 +251,8 @@ export async function createBastion (config: BastionConfig, opts: BastionOptions
     }
     broker = await Aedes.createBroker({ ...engineOptions, ...cluster?.options })
     hooks.attach(broker)
+    // Each will is stored with its user, and a crashed node's are published once by a survivor.
+    cluster?.wills.start(broker, { userOf: (c) => hooks.identityOf(c)?.user, ...(store === undefined ? {} : { store }) })
     guards.attach(broker)
     const connections = createConnectionLimiter(config.limits, report)
     const lockedGate = createLogGate()

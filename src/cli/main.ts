@@ -8,7 +8,7 @@ const HELP = `Usage: mqtt-bastion <command> [options]
 A security-hardened MQTT broker: TLS, "user|TOTP" + bcrypt logins, per-user ACLs.
 
 Commands:
-  start [--config FILE]                 run the broker
+  start [--config FILE] [--workers N]   run the broker (N processes sharing the ports)
   certs init --out DIR [...]            create a private CA and a server certificate
   certs client NAME --out DIR           issue a client certificate
   certs revoke NAME --out DIR           revoke a client certificate (writes the CRL)

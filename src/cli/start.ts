@@ -1,10 +1,13 @@
-import { createBastion } from '../bastion.js'
+import { availableParallelism } from 'node:os'
+import type { BastionConfig } from '../config/schema.js'
+import { MAX_WORKERS } from '../config/cluster.js'
 import { loadConfig } from '../config/load.js'
+import { BastionError } from '../errors.js'
 import { createLogger } from '../log.js'
-import { expectPositionals, parse, stringFlag } from './args.js'
-import { ENGINE } from '../engine/aedes.js'
+import { runPrimary, workerConfig, workerRole, type WorkerReady, type WorkerRole } from '../cluster/workers.js'
+import { expectPositionals, parse, stringFlag, UsageError } from './args.js'
 
-export const START_HELP = `Usage: mqtt-bastion start [--config FILE]
+export const START_HELP = `Usage: mqtt-bastion start [--config FILE] [--workers N|auto]
 
 Runs the broker in the foreground, logging JSON lines to standard output.
 Without a config file (neither --config nor env BASTION_CONFIG): TLS on 0.0.0.0:8883 with
@@ -17,22 +20,81 @@ SIGHUP re-reads TLS certificates and CRLs, the user store and ACL files without 
 connected clients; a file that no longer loads is refused in the log and the old one stays.
 With monitoring.enabled in the config, GET /healthz and GET /metrics (Prometheus) are served
 on monitoring.host:monitoring.port (127.0.0.1:9464 unless set).
+
+--workers N runs N broker processes (node:cluster workers) sharing the listening ports, for a
+host with several cores; auto: one per core. It overrides cluster.workers (default 1). N > 1
+needs cluster.redis: the workers share routing, sessions and security state through Redis.
+Each worker is node <cluster.nodeId>-w<i> and logs with its pid; worker 1 alone serves the
+monitoring port. The primary process restarts a worker that dies (at most 5 times a minute,
+then it stops and exits 1), passes SIGHUP, SIGINT and SIGTERM on to every worker, and exits 0
+once all have stopped; a second SIGINT/SIGTERM kills them. A worker that fails to start
+(Redis unreachable, a port in use) stops them all with its error line (exit 1).
+See docs/cluster.md, "Several processes on one host".
 `
 
 // Bound on disconnecting clients and releasing resources after the drain; past it the process
 // exits anyway so supervisors are not left waiting.
 const STOP_TIMEOUT_MS = 5000
 
+/** `--workers`: a usage error names the flag and what it takes. */
+function workersFlag (v: string | undefined): number | undefined {
+  if (v === undefined) return undefined
+  if (v === 'auto') return Math.min(MAX_WORKERS, availableParallelism())
+  const n = /^[0-9]+$/.test(v) ? Number(v) : NaN
+  if (!Number.isInteger(n) || n < 1 || n > MAX_WORKERS) throw new UsageError(`--workers must be a whole number from 1 to ${MAX_WORKERS} or auto, got "${v}"`)
+  return n
+}
+
 export async function startCommand (argv: string[], out: (s: string) => void): Promise<void> {
-  const { values, positionals } = parse(argv, { config: { type: 'string' } })
+  const { values, positionals } = parse(argv, { config: { type: 'string' }, workers: { type: 'string' } })
   if (values.help === true) { out(START_HELP); return }
   expectPositionals(positionals, [])
+  const workers = workersFlag(stringFlag(values, 'workers'))
   const file = stringFlag(values, 'config')
   const { config, file: used } = loadConfig({ ...(file === undefined ? {} : { file }), env: process.env })
+  // A worker re-runs this command line (node:cluster forks argv): it runs one broker.
+  const role = workerRole(process.env)
+  if (role !== undefined) {
+    // The IPC channel to the primary keeps a worker alive: one that failed must exit itself,
+    // after main() has written its error line.
+    await runBroker(workerConfig(config, role), used, role).catch((err: unknown) => {
+      setImmediate(() => process.exit(1))
+      throw err
+    })
+    return
+  }
+  const count = workers ?? config.cluster?.workers ?? 1
+  if (count === 1) { await runBroker(config, used); return }
+  // Without Redis each worker would be a broker of its own: a subscriber on one would miss
+  // what a device on another publishes, and a code used on one would work on the next.
+  if (config.cluster === undefined) {
+    throw new BastionError('BASTION_ERR_CONFIG', `--workers ${count} needs cluster.redis in the config (cluster: { redis: { host, port } }): the workers share routing, sessions and security state through Redis`)
+  }
+  // Its lines name workers' pids (`pid`); its own is in workers.starting.
   const log = createLogger({ level: config.log.level })
-  log.info({ event: 'broker.starting', config: used ?? 'defaults' }, 'starting mqtt-bastion')
+  runPrimary({
+    count,
+    nodeId: config.cluster.nodeId,
+    drainTimeout: config.shutdown.drainTimeout,
+    log,
+    fatal: (line) => { process.stderr.write(line + '\n') },
+    exit: (code) => process.exit(code)
+  })
+}
+
+/** One broker in this process: the whole of `start` without workers, or one worker. */
+async function runBroker (config: BastionConfig, used: string | undefined, role?: WorkerRole): Promise<void> {
+  // Loaded here, not at the top: a primary runs no broker and needs none of it.
+  const { createBastion } = await import('../bastion.js')
+  const { ENGINE } = await import('../engine/aedes.js')
+  const root = createLogger({ level: config.log.level })
+  // Workers write to one stdout: each line says which process wrote it.
+  const log = role === undefined ? root : root.child({ pid: process.pid, worker: role.index })
+  log.info({ event: 'broker.starting', config: used ?? 'defaults', ...(role === undefined ? {} : { node: config.cluster?.nodeId, authWorkers: config.auth.workers, maxConnections: config.limits.maxConnections, maxConnectionsPerIp: config.limits.maxConnectionsPerIp }) }, 'starting mqtt-bastion')
   const bastion = await createBastion(config, { logger: log })
-  log.info({ event: 'broker.ready', pid: process.pid, engine: `aedes ${ENGINE.aedes} + ${ENGINE.patches.length} patches`, listeners: bastion.listeners.map((l) => `${l.type}://${l.host}:${l.port}`), ...(bastion.monitoring === undefined ? {} : { monitoring: `http://${bastion.monitoring.host}:${bastion.monitoring.port}` }) }, 'ready')
+  const listeners = bastion.listeners.map((l) => `${l.type}://${l.host}:${l.port}`)
+  const monitoring = bastion.monitoring === undefined ? undefined : `http://${bastion.monitoring.host}:${bastion.monitoring.port}`
+  log.info({ event: 'broker.ready', ...(role === undefined ? { pid: process.pid } : {}), engine: `aedes ${ENGINE.aedes} + ${ENGINE.patches.length} patches`, listeners, ...(monitoring === undefined ? {} : { monitoring }) }, 'ready')
 
   let stopping = false
   const stop = (signal: string): void => {
@@ -61,4 +123,9 @@ export async function startCommand (argv: string[], out: (s: string) => void): P
   })
   process.on('SIGINT', () => stop('SIGINT'))
   process.on('SIGTERM', () => stop('SIGTERM'))
+  if (role !== undefined) {
+    // Sent after the handlers above: a SIGHUP forwarded from now on reloads, never kills.
+    const ready: WorkerReady = { bastion: 'ready', listeners, ...(monitoring === undefined ? {} : { monitoring }) }
+    process.send?.(ready)
+  }
 }

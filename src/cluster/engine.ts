@@ -10,6 +10,7 @@ import type { EngineOptions } from '../engine/aedes.js'
 import type { Logger } from '../log.js'
 import { createRedisConnections, type RedisConnections } from './redis.js'
 import { startClusterState, type ClusterState } from './state.js'
+import { createWillSweeper, type WillSweeper } from './wills.js'
 
 // Both packages are CommonJS, and the persistence ships no type declarations: typed here by
 // what this module uses.
@@ -22,7 +23,7 @@ interface RedisEmitter {
 }
 type RedisEmitterClass = new (prefix: string, opts: Record<string, unknown>) => RedisEmitter
 const { MQEmitterRedisPrefix } = require('mqemitter-redis') as { MQEmitterRedisPrefix: RedisEmitterClass }
-interface RedisPersistence { destroy (): Promise<void> }
+type RedisPersistence = Parameters<typeof createWillSweeper>[0]['persistence'] & { destroy (): Promise<void> }
 const redisPersistence = require('aedes-persistence-redis') as (opts: { conn: Redis }) => RedisPersistence
 
 export interface ClusterEngine {
@@ -31,8 +32,10 @@ export interface ClusterEngine {
   readonly redis: RedisConnections
   /** Our security state: client id holders and owners, lockout, revocation (cluster/state.ts). */
   readonly state: ClusterState
-  /** id, mq and persistence for Aedes.createBroker. */
-  readonly options: Pick<EngineOptions, 'id' | 'mq' | 'persistence'>
+  /** Publishes the wills of crashed nodes once the broker is started (cluster/wills.ts). */
+  readonly wills: WillSweeper
+  /** id, mq, persistence and heartbeatInterval for Aedes.createBroker. */
+  readonly options: Pick<EngineOptions, 'id' | 'mq' | 'persistence' | 'heartbeatInterval'>
   /** Releases the persistence and every Redis connection; call after the broker has closed. */
   close (): Promise<void>
 }
@@ -86,6 +89,8 @@ export async function startClusterEngine (config: ClusterConfig, log: Logger, lo
     closeEmitter(finish)
   }
   const persistence = redisPersistence({ conn: db })
+  const heartbeatMs = config.heartbeatInterval * 1000
+  const wills = createWillSweeper({ persistence, db, heartbeatMs, log })
   log.info({ event: 'cluster.joined', node: config.nodeId, brokerId, redis: redis.address, db: config.redis.db, keyPrefix: config.redis.keyPrefix },
     `cluster node ${brokerId} on Redis ${redis.address}`)
 
@@ -94,10 +99,12 @@ export async function startClusterEngine (config: ClusterConfig, log: Logger, lo
     brokerId,
     redis,
     state,
-    options: { id: brokerId, mq: mq as unknown as EngineOptions['mq'], persistence: persistence as unknown as EngineOptions['persistence'] },
+    wills,
+    options: { id: brokerId, mq: mq as unknown as EngineOptions['mq'], persistence: persistence as unknown as EngineOptions['persistence'], heartbeatInterval: heartbeatMs },
     close () {
       closing ??= (async () => {
         state.close()
+        wills.close()
         let timer: NodeJS.Timeout | undefined
         // Unsubscribes its subscription-sync topic and drops its connection (db); aedes' own
         // close() does not call it.

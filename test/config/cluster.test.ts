@@ -22,7 +22,7 @@ t.test('without cluster the broker is a single node', async (t) => {
 
 t.test('cluster defaults: Redis on 127.0.0.1:6379 db 0, keys and channels under bastion:, node hostname-pid', async (t) => {
   const c = parseConfig({ cluster: { redis: {} } }, '/srv').cluster
-  t.same(c, { nodeId: `${hostname().replace(/[^A-Za-z0-9._-]/g, '-')}-${process.pid}`, redis: { host: '127.0.0.1', port: 6379, db: 0, keyPrefix: 'bastion:', connectTimeout: 5000 } })
+  t.same(c, { nodeId: `${hostname().replace(/[^A-Za-z0-9._-]/g, '-')}-${process.pid}`, heartbeatInterval: 5, workers: 1, redis: { host: '127.0.0.1', port: 6379, db: 0, keyPrefix: 'bastion:', connectTimeout: 5000 } })
   t.ok(Object.isFrozen(c) && Object.isFrozen(c?.redis))
 })
 
@@ -38,6 +38,12 @@ t.test('every cluster key is checked and named when wrong', async (t) => {
   // ':' would split aedes-persistence-redis' keys in the wrong place; '/', '+', '#' are topic syntax.
   for (const id of ['host:1', 'a/b', 'a+', '#', '']) t.match(refusal({ cluster: { nodeId: id, redis: {} } }), 'config cluster.nodeId:', id)
   for (const prefix of ['a*', 'x[1]', 'a b', '']) t.match(refusal({ cluster: { redis: { keyPrefix: prefix } } }), 'config cluster.redis.keyPrefix:', prefix)
+})
+
+t.test('cluster.heartbeatInterval: 5 s unless set, whole seconds from 1 to 300', async (t) => {
+  t.equal(parseConfig({ cluster: { redis: {} } }, '/srv').cluster?.heartbeatInterval, 5)
+  t.equal(parseConfig({ cluster: { redis: {}, heartbeatInterval: 1 } }, '/srv').cluster?.heartbeatInterval, 1)
+  for (const v of [0, 301, 2.5, '5']) t.match(refusal({ cluster: { redis: {}, heartbeatInterval: v } }), 'config cluster.heartbeatInterval: must be an integer from 1 to 300', String(v))
 })
 
 t.test('the Redis password comes from the file, a file or the environment, and config check blanks it', async (t) => {
