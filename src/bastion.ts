@@ -1,5 +1,4 @@
 import type { EventEmitter } from 'node:events'
-import { existsSync } from 'node:fs'
 import { dirname, join } from 'node:path'
 import { Aedes, type EngineOptions } from './engine/aedes.js'
 import type { Socket } from 'node:net'
@@ -18,18 +17,15 @@ import { createMetricsPolicy } from './acl/metrics.js'
 import { createMosquittoAclPolicy } from './acl/mosquitto-acl.js'
 import type { AclPolicy } from './acl/policy.js'
 import { cacheDecisions } from './acl/decision-cache.js'
-import { certificateExpiry, initCertificates } from './certs/issue.js'
+import { prepareCertificates } from './certs/prepare.js'
 import type { BastionConfig, CertificateIdentity, ListenerConfig, TlsListenerConfig } from './config/schema.js'
 import { createPasswordPool } from './crypto/password-pool.js'
 import { BastionError } from './errors.js'
 import { createLogger, type Logger } from './log.js'
-import { startTcpListener } from './listeners/tcp.js'
-import { startTlsListener } from './listeners/tls.js'
-import { startWssListener } from './listeners/wss.js'
-import type { Listener, ListenerLimits } from './listeners/listener.js'
-import { createConnectionLimiter } from './limits/connections.js'
+import { startListener } from './listeners/start.js'
+import type { Listener } from './listeners/listener.js'
+import { createAdmission } from './limits/admission.js'
 import { createGuards } from './limits/guards.js'
-import { createLogGate } from './log-gate.js'
 import { createLimitReporter } from './limits/report.js'
 import { createHealthCheck } from './monitoring/health.js'
 import { startMonitoringServer, type MonitoringServer } from './monitoring/http.js'
@@ -87,25 +83,6 @@ function clockNotice (config: BastionConfig, log: Logger): void {
   log.warn({ event: 'clock.notice', now: new Date().toISOString(), window: config.auth.totp.window },
     'TOTP codes are checked against this machine\'s clock: keep it NTP-synchronised (check with: timedatectl show -p NTPSynchronized, ' +
     'chronyc tracking, or timedatectl timesync-status for systemd-timesyncd); devices need a synchronised clock too')
-}
-
-async function prepareCertificates (l: Pick<TlsListenerConfig, 'cert' | 'key'>, dev: boolean, log: Logger): Promise<void> {
-  if (dev && !existsSync(l.cert) && !existsSync(l.key)) {
-    const dir = dirname(l.cert)
-    if (l.cert !== join(dir, 'server.crt') || l.key !== join(dir, 'server.key')) {
-      throw new BastionError('BASTION_ERR_CERTS', `cannot generate development certificates for ${l.cert}: name them server.crt and server.key in one folder, or create them with mqtt-bastion certs init`)
-    }
-    await initCertificates({ outDir: dir })
-    log.warn({ event: 'certs.generated', dir }, `generated a development CA and server certificate in ${dir}; clients need ${join(dir, 'ca.crt')}`)
-  }
-  await assertPrivate(l.key, 'TLS private key')
-  if (existsSync(l.cert)) {
-    const expires = certificateExpiry(l.cert)
-    const days = Math.floor((expires.getTime() - Date.now()) / 86_400_000)
-    const entry = { event: 'certs.expiry', cert: l.cert, expires: expires.toISOString(), days }
-    if (days < 30) log.warn(entry, 'server certificate expires within 30 days')
-    else log.info(entry, 'server certificate expiry')
-  }
 }
 
 /**
@@ -254,28 +231,7 @@ export async function createBastion (config: BastionConfig, opts: BastionOptions
     // Each will is stored with its user, and a crashed node's are published once by a survivor.
     cluster?.wills.start(broker, { userOf: (c) => hooks.identityOf(c)?.user, ...(store === undefined ? {} : { store }) })
     guards.attach(broker)
-    const connections = createConnectionLimiter(config.limits, report)
-    const lockedGate = createLogGate()
-    const lockedAddress = (socket: Socket): boolean => {
-      const remote = socket.remoteAddress
-      if (remote === undefined || !lockout.addressLocked(remote)) return false
-      metrics?.onEvent({ type: 'login.failed', reason: 'locked_out' })
-      const open = lockedGate.pass(remote)
-      if (open !== undefined) {
-        log.child({ module: 'auth' }).info({ event: 'connection.locked_out', remote, ...(open.suppressed > 0 ? { suppressed: open.suppressed } : {}) },
-          'connection closed before TLS: this address is locked out after failed logins')
-      }
-      return true
-    }
-    const listenerLimits: ListenerLimits = {
-      // A locked-out address is closed before its TLS handshake: the cheapest refusal there is.
-      admit: (socket) => !lockedAddress(socket) && connections.admit(socket),
-      // A PROXY listener's socket is counted while its header is read, then admitted by it.
-      hold: (socket) => connections.hold(socket),
-      tlsHandshakeTimeout: config.limits.tlsHandshakeTimeout * 1000,
-      handshakeTimedOut: (remote) => { report.hit('handshake_timeout', remote ?? 'unknown', 'info', { remote }, 'connection closed: TLS handshake took too long') },
-      maxPacketSize: config.limits.maxPacketSize
-    }
+    const listenerLimits = createAdmission({ limits: config.limits, report, lockout, log: log.child({ module: 'auth' }), ...(metrics === undefined ? {} : { onEvent: metrics.onEvent }) })
     deliveries = trackDeliveries(broker)
     sessions.start()
     metrics?.attach(broker)
@@ -288,8 +244,7 @@ export async function createBastion (config: BastionConfig, opts: BastionOptions
         guards.accept(socket)
         b.handle(socket)
       }
-      const started = l.type === 'tls' ? await startTlsListener(l, handle, log, listenerLimits)
-        : l.type === 'wss' ? await startWssListener(l, handle, log, listenerLimits) : await startTcpListener(l, handle, log, listenerLimits)
+      const started = await startListener(l, handle, log, listenerLimits)
       listeners.push(started)
       if (l.type !== 'tcp') metrics?.certificate(`${l.type}://${started.host}:${started.port}`, l.cert)
     }
