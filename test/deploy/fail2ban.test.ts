@@ -186,11 +186,11 @@ if (!haveFail2ban) {
     t.same([...reasons].sort(), [...COUNTED, ...NOT_COUNTED].sort(), 'each reason is COUNTED or NOT_COUNTED here')
     const guess = /^_guess = (.*)$/m.exec(readFileSync(FILTER, 'utf8'))?.[1]?.split('|') ?? []
     t.same([...guess].sort(), [...COUNTED].sort(), 'the filter\'s _guess is COUNTED')
-    // The broker's own brute-force counting (src/auth/lockout.ts COUNTS): a refusal that is not
+    // The broker's own brute-force counting (src/auth/lockout-keys.ts COUNTS): a refusal that is not
     // a guess must neither lock an account nor ban an address.
-    const counts = /const COUNTS: Record<LoginFailure, boolean> = \{([\s\S]*?)\n\}/.exec(read('src/auth/lockout.ts'))?.[1] ?? ''
+    const counts = /const COUNTS: Record<LoginFailure, boolean> = \{([\s\S]*?)\n\}/.exec(read('src/auth/lockout-keys.ts'))?.[1] ?? ''
     const lockoutCounted = [...counts.matchAll(/(\w+): true/g)].map((m) => m[1])
-    t.ok(lockoutCounted.length > 0, 'COUNTS read from src/auth/lockout.ts')
+    t.ok(lockoutCounted.length > 0, 'COUNTS read from src/auth/lockout-keys.ts')
     t.same([...lockoutCounted].sort(), [...COUNTED].sort())
   })
 

@@ -75,7 +75,7 @@ t.test('the CLI lists users of the file, refuses to change it, and SIGHUP reload
   const broker = spawn(process.execPath, [CLI, 'start', '--config', cfg], { stdio: ['ignore', 'pipe', 'inherit'] })
   t.teardown(() => { broker.kill('SIGKILL') })
   const lines: Array<Record<string, any>> = []
-  const waitFor = (event: string, ms = 10000): Promise<Record<string, any>> => new Promise((resolve, reject) => {
+  const waitFor = (event: string, ms = 30_000): Promise<Record<string, any>> => new Promise((resolve, reject) => {
     const found = lines.find((l) => l.event === event)
     if (found !== undefined) { resolve(found); return }
     const timer = setTimeout(() => reject(new Error(`no ${event} within ${ms} ms`)), ms)

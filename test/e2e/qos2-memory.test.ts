@@ -54,7 +54,9 @@ writeFileSync(config, JSON.stringify({
   limits: {
     // Well above RATE (128 PUBLISHes, 4 MiB a second): the Receive Maximum is the only bound met.
     publishRate: { messages: 1000, bytes: 16 * MIB },
-    maxConnectionsPerIp: 0
+    maxConnectionsPerIp: 0,
+    // The 48 KiB client ids are the point here (memory kept per id): MQTT's own maximum.
+    maxClientIdLength: 65_535
   },
   // /metrics: the broker's own count of connected clients.
   monitoring: { enabled: true, port: 0 },
