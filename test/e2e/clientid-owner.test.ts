@@ -15,6 +15,7 @@ t.test('another user cannot take an offline device\'s client id: 0x85 / 2, logge
   t.teardown(() => h.close())
   await h.addUser('sensor-10')
   await h.addUser('mallory')
+  await h.freshStep()
   await (await h.connect('sensor-10', { clientId: 'sensor-10-kitchen', offset: -1 })).endAsync()
   // From other addresses than the device's, as a squatter would.
   t.equal(await h.refused({ username: `mallory|${h.code('mallory', -1)}`, password: PASSWORD, clientId: 'sensor-10-kitchen', localAddress: '127.0.0.5' }), 0x85)
@@ -30,6 +31,7 @@ t.test('an admin releases an id with the CLI; the next user to log in with it ow
   t.teardown(() => h.close())
   await h.addUser('old-owner')
   await h.addUser('new-owner')
+  await h.freshStep()
   await (await h.connect('old-owner', { clientId: 'pump-3', offset: -1 })).endAsync()
   const cfg = join(h.dir, 'bastion.yaml')
   writeFileSync(cfg, 'auth:\n  store: { type: sqlite, path: data/users.db }\n')
@@ -74,6 +76,7 @@ t.test('clientIdBinding: prefix wants a separator after the user: sensor-1 canno
   const h = await startHarness({ auth: { clientIdBinding: 'prefix' } })
   t.teardown(() => h.close())
   await h.addUser('sensor-1')
+  await h.freshStep()
   t.equal(await h.refused({ username: `sensor-1|${h.code('sensor-1', -1)}`, password: PASSWORD, clientId: 'sensor-10-kitchen' }), 0x85)
   t.match(events(h, 'login.failed').at(-1), { reason: 'clientid_binding' })
   const c = await h.connect('sensor-1', { clientId: 'sensor-1-kitchen', offset: 0 })

@@ -71,6 +71,7 @@ const devSecret = await relaxed.addUser('dev')
 
 t.test('publish delivers each reading as {"value":...} at QoS 1, prints nothing and exits 0', async (t) => {
   // The watcher takes the previous step's code so the device's current one is still unused.
+  await strict.freshStep()
   const watcher = await strict.connect('alice', { offset: -1 })
   await watcher.subscribeAsync('metrics/alice/#', { qos: 1 })
   let finished: (v: unknown) => void = () => {}

@@ -64,6 +64,7 @@ t.test('a device logging in again with a fresh code is served by the credential 
   const h = await startHarness(base)
   t.teardown(() => h.close())
   await h.addUser('carol')
+  await h.freshStep()
   await (await h.connect('carol', { clientId: 'carol-1', offset: -1 })).endAsync()
   await (await h.connect('carol', { clientId: 'carol-2', offset: 0 })).endAsync()
   await (await h.connect('carol', { clientId: 'carol-3', offset: 1 })).endAsync()
@@ -78,6 +79,7 @@ t.test('a new password, a disabled account or a cache TTL of 0 each mean bcrypt 
   const h = await startHarness(base)
   t.teardown(() => h.close())
   await h.addUser('dave')
+  await h.freshStep()
   await (await h.connect('dave', { clientId: 'd-1', offset: -1 })).endAsync()
   // The CLI changes the password in the store the broker is serving from.
   const cfg = join(h.dir, 'bastion.yaml')
@@ -92,6 +94,7 @@ t.test('a new password, a disabled account or a cache TTL of 0 each mean bcrypt 
   const off = await startHarness({ ...base, auth: { ...base.auth, credentialCache: { ttl: 0 } } })
   t.teardown(() => off.close())
   await off.addUser('erin')
+  await off.freshStep()
   await (await off.connect('erin', { clientId: 'e-1', offset: -1 })).endAsync()
   await (await off.connect('erin', { clientId: 'e-2', offset: 0 })).endAsync()
   t.equal(await hashChecks(off), 2)

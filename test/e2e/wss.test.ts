@@ -91,6 +91,7 @@ t.test('a subscriber over wss receives what a device publishes over TLS', async 
 })
 
 t.test('outside its branch over wss: PUBACK and SUBACK 0x87, logged as over TLS, and the connection stays up', async (t) => {
+  await h.freshStep()
   const c = await wss('bob', { clientId: 'bob-ws-pub', offset: -1 })
   t.equal(await pubackCode(c, 'metrics/alice/Temperatura', 'x'), 0x87, 'another user\'s branch')
   t.equal(await pubackCode(c, 'metrics/bob/Presion', 'x'), 0x87, 'a leaf not configured')
@@ -112,6 +113,7 @@ t.test('a wrong password over wss gets CONNACK 0x86 and login.failed names the r
 })
 
 t.test('a browser Origin must be listed: a listed one logs in, any other is refused with 403 before MQTT', async (t) => {
+  await h.freshStep()
   const c = await wss('alice', { clientId: 'alice-browser', offset: -1, wsOptions: { origin: APP } })
   t.equal(c.connected, true, 'the listed Origin')
   for (const origin of ['https://evil.example', `${APP}.evil.example`, 'http://app.example.com', `${APP}:443`, 'null', '']) {

@@ -26,6 +26,12 @@ export interface Harness {
   knowSecret (name: string, secret: string): void
   /** The TOTP code for `name`, `offset` steps from now. */
   code (name: string, offset?: number): string
+  /**
+   * Waits until at least 12 s are left in the current 30 s step. A test that logs in with the
+   * previous step's code (offset -1) calls it first: past the step's end that code leaves the
+   * window, and on a loaded machine a few logins can outlast what is left of a step.
+   */
+  freshStep (): Promise<void>
   connect (name: string, opts?: IClientOptions & { offset?: number }): Promise<MqttClient>
   /** Connects expecting refusal; resolves with the CONNACK reason (v5) or return code (3.1.1). */
   refused (opts: IClientOptions): Promise<number>
@@ -82,6 +88,10 @@ export async function startHarness (extra: Record<string, unknown> = {}, opts: {
     },
     knowSecret (name, secret) {
       secrets.set(name, secret)
+    },
+    async freshStep () {
+      const left = 30_000 - (Date.now() % 30_000)
+      if (left < 12_000) await new Promise((resolve) => setTimeout(resolve, left + 100))
     },
     code (name, offset = 0) {
       return currentCode(secrets.get(name) as string, Date.now() + offset * 30_000)
