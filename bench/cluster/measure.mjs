@@ -3,24 +3,14 @@
 // speed and QoS 1 at a fixed rate, stop everything. Each measurement is one JSON line with the
 // CPU of every server process (node A, node B, redis-server: /proc/<pid>/stat, all threads) and
 // of the generator (this process, all threads) over the same window.
-import { readdirSync, readFileSync } from 'node:fs'
 import { loadavg } from 'node:os'
 import { performance } from 'node:perf_hooks'
 import { Generator } from '../compare/generator.mjs'
-import { brokerCpuSeconds, brokerRunqWaitSeconds } from '../compare/processes.mjs'
+import { brokerCpuSeconds, brokerRunqWaitSeconds, genRunqWaitSeconds } from '../compare/processes.mjs'
 import { PAIRS, pairCreds, startSetup, stopSetup } from './setups.mjs'
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms))
 const round = (x, d = 1) => Math.round(x * 10 ** d) / 10 ** d
-
-/** Seconds this process's threads (the generator) waited for a CPU while runnable, summed. */
-function genRunqWaitSeconds () {
-  let ns = 0
-  for (const tid of readdirSync('/proc/self/task')) {
-    try { ns += Number(readFileSync(`/proc/self/task/${tid}/schedstat`, 'utf8').split(' ')[1]) } catch {} // a thread may be gone
-  }
-  return ns / 1e9
-}
 
 /**
  * Starts counting; the returned function takes the delivered count and gives, per server

@@ -2,7 +2,7 @@
 // for readiness, measured from /proc (CPU, run-queue wait, RSS) and stopped; every process this
 // bench starts is in one set, so an exit path kills them all.
 import { execFileSync, spawn } from 'node:child_process'
-import { closeSync, openSync, readFileSync } from 'node:fs'
+import { closeSync, openSync, readdirSync, readFileSync } from 'node:fs'
 import { connect, createServer } from 'node:net'
 
 const CLK_TCK = Number(execFileSync('getconf', ['CLK_TCK']).toString().trim()) || 100
@@ -162,4 +162,13 @@ export function summariseLog (handle) {
     }
   }
   return notable
+}
+
+/** Seconds this process's threads (the generator) waited for a CPU while runnable, summed. */
+export function genRunqWaitSeconds () {
+  let ns = 0
+  for (const tid of readdirSync('/proc/self/task')) {
+    try { ns += Number(readFileSync(`/proc/self/task/${tid}/schedstat`, 'utf8').split(' ')[1]) } catch {} // a thread may be gone
+  }
+  return ns / 1e9
 }

@@ -5,25 +5,15 @@
 // cores means the broker set the pace. For ours behind HAProxy, "the broker" is both processes
 // (they share the one core): CPU, RSS and run-queue wait are their sums, and each line carries
 // the split in `procs`.
-import { readdirSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { performance } from 'node:perf_hooks'
 import { loadavg } from 'node:os'
 import { PAIRS } from './brokers.mjs'
-import { brokerCpuSeconds, brokerRssKiB, brokerRunqWaitSeconds, cpuSeconds, rssKiB, runqWaitSeconds, startBroker, stopBroker, summariseLog } from './processes.mjs'
+import { brokerCpuSeconds, brokerRssKiB, brokerRunqWaitSeconds, cpuSeconds, genRunqWaitSeconds, rssKiB, runqWaitSeconds, startBroker, stopBroker, summariseLog } from './processes.mjs'
 import { Generator } from './generator.mjs'
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms))
 const round = (x, d = 1) => Math.round(x * 10 ** d) / 10 ** d
-
-/** Seconds this process's threads (the generator) waited for a CPU while runnable, summed. */
-function genRunqWaitSeconds () {
-  let ns = 0
-  for (const tid of readdirSync('/proc/self/task')) {
-    try { ns += Number(readFileSync(`/proc/self/task/${tid}/schedstat`, 'utf8').split(' ')[1]) } catch {} // a thread may be gone
-  }
-  return ns / 1e9
-}
 
 /**
  * Starts counting broker and generator CPU; the returned function reads the deltas. The broker's
