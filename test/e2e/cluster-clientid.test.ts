@@ -72,7 +72,7 @@ t.test('another user cannot take a client id held on the other node: 0x85 / 2, l
 
 t.test('the same user takes its id over from the other node: the old connection gets 0x8E and the hold moves', async (t) => {
   const old = await a.connect('alice', { clientId: 'own-1' })
-  const kicked = ending(old, 5000)
+  const kicked = ending(old, 15_000)
   const fresh = await b.connect('alice', { clientId: 'own-1' })
   t.equal(await kicked, 0x8E, 'Session taken over')
   t.match(await db.get(heldKey('own-1')), /^b\.[0-9a-f]{8} alice$/, 'now held by B')
@@ -107,7 +107,7 @@ t.test('__proto__ as client id and user name is an ordinary id and user', async 
   const proto = await a.connect('__proto__', { clientId: '__proto__' })
   t.match(await db.get(heldKey('__proto__')), / __proto__$/)
   t.equal(await b.refused({ clientId: '__proto__', username: `bob|${b.code('bob')}`, password: PASSWORD }), 0x85)
-  const taken = ending(proto, 5000)
+  const taken = ending(proto, 15_000)
   const again = await b.connect('__proto__', { clientId: '__proto__' })
   t.equal(await taken, 0x8E)
   await again.endAsync()
