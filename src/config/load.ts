@@ -53,13 +53,13 @@ function applyEnv (doc: unknown, env: NodeJS.ProcessEnv): unknown {
   if (env.BASTION_HOST !== undefined || env.BASTION_PORT !== undefined) {
     const listeners: any[] = Array.isArray(out.listeners) ? out.listeners : [{ type: 'tls' }]
     const i = listeners.findIndex((l) => l?.type === undefined || l?.type === 'tls')
-    if (i >= 0) {
-      const port = env.BASTION_PORT === undefined ? undefined : Number(env.BASTION_PORT)
-      if (port !== undefined && !Number.isInteger(port)) {
-        throw new BastionError('BASTION_ERR_CONFIG', `env BASTION_PORT: "${env.BASTION_PORT}" is not a port number`)
-      }
-      listeners[i] = { ...listeners[i], ...(env.BASTION_HOST === undefined ? {} : { host: env.BASTION_HOST }), ...(port === undefined ? {} : { port }) }
+    // An override that finds no tls listener to apply to is refused, not ignored.
+    if (i < 0) throw new BastionError('BASTION_ERR_CONFIG', `env ${env.BASTION_PORT === undefined ? 'BASTION_HOST' : 'BASTION_PORT'}: the config has no tls listener to apply it to (set host and port in the file)`)
+    const port = env.BASTION_PORT === undefined ? undefined : Number(env.BASTION_PORT)
+    if (port !== undefined && !Number.isInteger(port)) {
+      throw new BastionError('BASTION_ERR_CONFIG', `env BASTION_PORT: "${env.BASTION_PORT}" is not a port number`)
     }
+    listeners[i] = { ...listeners[i], ...(env.BASTION_HOST === undefined ? {} : { host: env.BASTION_HOST }), ...(port === undefined ? {} : { port }) }
     out.listeners = listeners
   }
   return out

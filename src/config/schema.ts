@@ -415,7 +415,11 @@ export function parseConfig (doc: unknown, base: string, opts: { devCertificates
   const rawListeners = root.listeners ?? [{ type: 'tls' }]
   if (!Array.isArray(rawListeners) || rawListeners.length === 0) fail('listeners', 'must be a non-empty list')
   const listeners = rawListeners.map((l, i) => listener(l, i, base))
-  if (!listeners.some((l) => l.type === 'tls')) fail('listeners', 'needs at least one tls listener')
+  // Passwords must not cross a network in clear text: some listener encrypts (tls, wss), or a
+  // trusted proxy terminates TLS in front of a tcp listener. A tcp listener alone is a plaintext
+  // broker, refused rather than started by a typo in a listener's type.
+  const encrypted = (l: ListenerConfig): boolean => l.type !== 'tcp' || l.proxyProtocol !== undefined
+  if (!listeners.some(encrypted)) fail('listeners', 'needs a tls or wss listener (or a tcp listener with proxyProtocol behind a TLS-terminating proxy)')
 
   const auth = object(root.auth, 'auth', ['store', 'totp', 'workers', 'clientIdPrefixes', ...AUTH_HARDENING_KEYS])
   const totp = object(auth.totp, 'auth.totp', ['window', 'replayProtection', 'required'])

@@ -25,6 +25,19 @@ t.test('a plain tcp listener binds loopback unless a host is given', async (t) =
   t.match(c.listeners[1], { type: 'tcp', host: '127.0.0.1', port: 1883 })
 })
 
+t.test('a broker without a tls listener: wss alone, or tcp behind a TLS-terminating proxy', async (t) => {
+  const wss = parseConfig({ listeners: [{ type: 'wss' }] }, '/srv')
+  t.match(wss.listeners, [{ type: 'wss', port: 8884, cert: '/srv/certs/server.crt' }], 'wss alone is encrypted')
+  const proxied = parseConfig({ listeners: [{ type: 'tcp', host: '10.0.0.11', proxyProtocol: { trusted: ['10.0.0.2'] } }] }, '/srv')
+  t.match(proxied.listeners, [{ type: 'tcp', host: '10.0.0.11', proxyProtocol: { trusted: ['10.0.0.2'] } }], 'the proxy terminates TLS')
+  const dir = scratchDir()
+  const file = join(dir, 'bastion.yaml')
+  writeFileSync(file, 'listeners:\n  - type: wss\n    port: 9443\n')
+  t.throws(() => loadConfig({ env: { BASTION_CONFIG: file, BASTION_PORT: '1234' } }), /^env BASTION_PORT: the config has no tls listener to apply it to/, 'an override with nothing to apply to is refused, not ignored')
+  t.throws(() => loadConfig({ env: { BASTION_CONFIG: file, BASTION_HOST: '127.0.0.1' } }), /^env BASTION_HOST: the config has no tls listener/)
+  t.equal(loadConfig({ env: { BASTION_CONFIG: file } }).config.listeners[0]?.port, 9443)
+})
+
 t.test('bad keys and values are refused with a message naming the key', async (t) => {
   const bad: Array<[unknown, RegExp]> = [
     [{ listner: [] }, /config listner: unknown key/],
@@ -33,7 +46,8 @@ t.test('bad keys and values are refused with a message naming the key', async (t
     [{ listeners: [{ type: 'tls', port: 70000 }] }, /listeners\[0\]\.port/],
     [{ listeners: [{ type: 'tls', minVersion: 'TLSv1.1' }] }, /listeners\[0\]\.minVersion: must be one of TLSv1\.2, TLSv1\.3/],
     [{ listeners: [{ type: 'tls', requireClientCertificate: true }] }, /listeners\[0\]\.ca: is required/],
-    [{ listeners: [{ type: 'tcp' }] }, /needs at least one tls listener/],
+    [{ listeners: [{ type: 'tcp' }] }, /^config listeners: needs a tls or wss listener \(or a tcp listener with proxyProtocol/],
+    [{ listeners: [{ type: 'tcp', host: '0.0.0.0' }, { type: 'tcp', port: 1884 }] }, /listeners: needs a tls or wss listener/],
     [{ listeners: [{ type: 'udp' }] }, /listeners\[0\]\.type/],
     [{ acl: { policy: 'open' } }, /acl\.policy: must be one of metrics, mosquitto-acl, http/],
     [{ acl: { policy: 'mosquitto-acl' } }, /acl\.file: is required with policy mosquitto-acl/],

@@ -166,3 +166,19 @@ t.test('a client without TLS gets no HTTP and no MQTT answer', async (t) => {
   t.notSame(await wssRefused({ username: 'x', password: 'y' }, `ws://127.0.0.1:${wssPort}/mqtt`), 'connected', 'mqtt.js over ws:// fails')
   t.ok(events(h, 'tls.handshake_failed').length >= 1, 'logged as a failed TLS handshake')
 })
+
+t.test('a broker with only a wss listener: logs in, publishes in its branch, is refused outside it', async (t) => {
+  const only = await startHarness({
+    auth: { totp: { replayProtection: false } },
+    listeners: [{ type: 'wss', host: '127.0.0.1', port: 0, cert: 'certs/server.crt', key: 'certs/server.key' }]
+  })
+  t.teardown(() => only.close())
+  await only.addUser('carol')
+  t.same(only.bastion.listeners.map((l) => l.type), ['wss'], 'no tls listener was needed')
+  const port = only.bastion.listeners[0]?.port as number
+  const c = await mqtt.connectAsync(`wss://127.0.0.1:${port}/mqtt`, { ...wssOptions({ username: `carol|${only.code('carol')}`, password: PASSWORD }), ca: only.ca })
+  clients.push(c)
+  t.equal(await pubackCode(c, 'metrics/carol/Temperatura', '{"value":20}'), 0, 'in its branch')
+  t.equal(await pubackCode(c, 'metrics/alice/Temperatura', '{"value":20}'), 0x87, 'outside it')
+  t.match(events(only, 'acl.denied')[0], { user: 'carol', topic: 'metrics/alice/Temperatura' })
+})
