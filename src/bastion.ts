@@ -1,4 +1,5 @@
 import type { EventEmitter } from 'node:events'
+import type { Client } from 'aedes'
 import { dirname, join } from 'node:path'
 import { Aedes, type EngineOptions } from './engine/aedes.js'
 import type { Socket } from 'node:net'
@@ -185,6 +186,7 @@ export async function createBastion (config: BastionConfig, opts: BastionOptions
   shared?.onOutage(() => { sessions.endAll() })
   // A user changed through any node or the CLI: its sessions here are re-checked at once.
   shared?.onRevoke((user) => { sessions.recheck(user).catch((err: unknown) => log.error({ event: 'session.recheck_error', err }, 'unexpected re-check error')) })
+  const serverWillTopic = config.will.serverWill ? (user: string): string => `${prefix}/${user}/Estado` : undefined
   const hooks = createHooks({
     authenticator,
     sessions,
@@ -196,7 +198,7 @@ export async function createBastion (config: BastionConfig, opts: BastionOptions
     certificateIdentity,
     log: log.child({ module: 'auth' }),
     maxSessionExpiry: config.sessions.maxExpiry,
-    ...(config.will.serverWill ? { serverWillTopic: (user: string) => `${prefix}/${user}/Estado` } : {}),
+    ...(serverWillTopic === undefined ? {} : { serverWillTopic }),
     ...eventSink
   })
 
@@ -229,7 +231,12 @@ export async function createBastion (config: BastionConfig, opts: BastionOptions
     broker = await Aedes.createBroker({ ...engineOptions, ...cluster?.options })
     hooks.attach(broker)
     // Each will is stored with its user, and a crashed node's are published once by a survivor.
-    cluster?.wills.start(broker, { userOf: (c) => hooks.identityOf(c)?.user, ...(store === undefined ? {} : { store }) })
+    // A crashed node's devices without a will get the server will from the sweep, as a drop here.
+    const serverWillOf = (c: Client): { user: string; topic: string } | undefined => {
+      const identity = hooks.identityOf(c)
+      return identity === undefined || identity.hasWill || serverWillTopic === undefined ? undefined : { user: identity.user, topic: serverWillTopic(identity.user) }
+    }
+    cluster?.wills.start(broker, { userOf: (c) => hooks.identityOf(c)?.user, serverWillOf, ...(store === undefined ? {} : { store }) })
     guards.attach(broker)
     const listenerLimits = createAdmission({ limits: config.limits, report, lockout, log: log.child({ module: 'auth' }), ...(metrics === undefined ? {} : { onEvent: metrics.onEvent }) })
     deliveries = trackDeliveries(broker)

@@ -14,6 +14,7 @@ import { accountGroup, addressGroup, createRefusalLog, remoteOf, shownId } from 
 export { LOGIN_FAILURES_LOGGED } from './refusal-log.js'
 import { createSessionRegistry, type SessionRegistry } from './sessions.js'
 import { isBackendFault } from './login.js'
+import { serverWillPacket } from './server-will.js'
 
 export interface HookOptions {
   authenticator: Authenticator
@@ -315,8 +316,7 @@ export function createHooks (opts: HookOptions): {
       log.info({ event: 'client.unclean_disconnect', user: identity.user, clientId: client.id, remote: identity.remoteAddress }, 'client dropped without DISCONNECT')
       if (identity.hasWill || opts.serverWillTopic === undefined) return
       const topic = opts.serverWillTopic(identity.user)
-      const payload = JSON.stringify({ status: 'unsafe_disconnection', clientId: client.id, at: new Date().toISOString() })
-      broker.publish({ cmd: 'publish', topic, payload: Buffer.from(payload), qos: 1, retain: false, dup: false }, (err) => {
+      broker.publish(serverWillPacket(topic, client.id), (err) => {
         if (err) log.error({ event: 'will.failed', err, clientId: client.id }, 'server will not published')
         else log.info({ event: 'will.published', user: identity.user, clientId: client.id, topic, source: 'server' }, 'server will published')
       })

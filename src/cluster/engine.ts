@@ -90,7 +90,7 @@ export async function startClusterEngine (config: ClusterConfig, log: Logger, lo
   }
   const persistence = redisPersistence({ conn: db })
   const heartbeatMs = config.heartbeatInterval * 1000
-  const wills = createWillSweeper({ persistence, db, heartbeatMs, log })
+  const wills = createWillSweeper({ persistence, db, brokerId, heartbeatMs, log })
   log.info({ event: 'cluster.joined', node: config.nodeId, brokerId, redis: redis.address, db: config.redis.db, keyPrefix: config.redis.keyPrefix },
     `cluster node ${brokerId} on Redis ${redis.address}`)
 
@@ -104,8 +104,11 @@ export async function startClusterEngine (config: ClusterConfig, log: Logger, lo
     close () {
       closing ??= (async () => {
         state.close()
-        wills.close()
         let timer: NodeJS.Timeout | undefined
+        // The broker has closed: its devices were told (0x8B) and no server will is owed for them.
+        await Promise.race([wills.close(true).catch((err: Error) => log.warn({ event: 'will.server_entry_failed', reason: err.message }, 'server will entries of this node not deleted')),
+          new Promise((resolve) => { timer = setTimeout(resolve, PERSISTENCE_CLOSE_MS) })])
+        clearTimeout(timer)
         // Unsubscribes its subscription-sync topic and drops its connection (db); aedes' own
         // close() does not call it.
         await Promise.race([persistence.destroy().catch(() => {}), new Promise((resolve) => { timer = setTimeout(resolve, PERSISTENCE_CLOSE_MS) })])

@@ -6,10 +6,12 @@
 // that deletes it publishes it), dropped when its device holds its client id again, and
 // dropped when its user was disabled or removed since the CONNECT that checked its topic.
 import { createRequire } from 'node:module'
-import type { Aedes, Client } from 'aedes'
+import type { Aedes, Client, PublishPacket } from 'aedes'
 import type { Redis } from 'ioredis'
 import type { Logger } from '../log.js'
 import type { UserStore } from '../stores/store.js'
+import { serverWillPacket } from '../auth/server-will.js'
+import { createServerWillTable, type ClaimedServerWill } from './server-wills.js'
 
 const require = createRequire(import.meta.url)
 // The codec aedes-persistence-redis stores wills with, resolved from that package.
@@ -60,6 +62,8 @@ export interface WillSweeperOptions {
   persistence: Persistence
   /** Its connection: every key gets the deployment's keyPrefix. */
   db: Redis
+  /** This node's aedes broker id. */
+  brokerId: string
   heartbeatMs: number
   log: Logger
 }
@@ -69,17 +73,23 @@ export interface StartOptions {
   userOf: (client: Client) => string | undefined
   /** Where disabled and removed users are found; absent (an HTTP backend): not re-checked, as live sessions. */
   store?: Pick<UserStore, 'find'>
+  /**
+   * The server will a live client is owed if it drops (will.serverWill, for a client that set no
+   * will); undefined: none. Given, a crashed node's devices get theirs from the sweep.
+   */
+  serverWillOf?: (client: Client) => { user: string; topic: string } | undefined
 }
 
 export interface WillSweeper {
   start (broker: Aedes, opts: StartOptions): void
   /** One pass now (tests); resolves when it is done. */
   sweep (): Promise<void>
-  close (): void
+  /** Stops sweeping; after a clean shutdown (`cleanly`), deletes the server wills this node kept. */
+  close (cleanly?: boolean): Promise<void>
 }
 
 export function createWillSweeper (opts: WillSweeperOptions): WillSweeper {
-  const { persistence, db, heartbeatMs, log } = opts
+  const { persistence, db, brokerId, heartbeatMs, log } = opts
   let userOf: StartOptions['userOf'] = () => undefined
   const putWill = persistence.putWill.bind(persistence)
   persistence.putWill = async (client, packet) => {
@@ -89,10 +99,20 @@ export function createWillSweeper (opts: WillSweeperOptions): WillSweeper {
   // aedes' sweep reads the wills through here: it finds none, so only this module publishes them.
   persistence.streamWill = async function * () {}
   db.defineCommand('bastionClaimWill', { numberOfKeys: 3, lua: CLAIM })
+  // A write that fails leaves at worst a server will unpublished or one for a device that left
+  // cleanly: logged, once per outage (the connection logs the outage itself).
+  let tableFailed = false
+  const serverWills = createServerWillTable(db, brokerId, (err) => {
+    if (tableFailed) return
+    tableFailed = true
+    log.warn({ event: 'will.server_entry_failed', reason: err.message }, 'server will entry not written to Redis')
+    setTimeout(() => { tableFailed = false }, 60_000).unref()
+  })
 
   const lastSeen = new Map<string, number>()
   let broker: Aedes | undefined
   let store: StartOptions['store']
+  let serverWillOf: StartOptions['serverWillOf']
   let selfSince = 0
   let selfLast = 0
   let timer: NodeJS.Timeout | undefined
@@ -141,6 +161,68 @@ export function createWillSweeper (opts: WillSweeperOptions): WillSweeper {
       while (next < keys.length && !closed) await sweepOne(keys[next++] as string)
     }
     await Promise.all(Array.from({ length: Math.min(CONCURRENCY, keys.length) }, worker))
+    if (serverWillOf === undefined) return
+    for (const id of (await serverWills.brokers()).filter((b) => dead(b, now))) {
+      const ids = await serverWills.clientIds(id)
+      let i = 0
+      const claimer = async (): Promise<void> => {
+        while (i < ids.length && !closed) await sweepServerWill(id, ids[i++] as string)
+      }
+      await Promise.all(Array.from({ length: Math.min(CONCURRENCY, ids.length) }, claimer))
+      if (!closed) await serverWills.retireIfEmpty(id)
+    }
+  }
+
+  /** Why a will of `user` for `clientId` is not published; undefined: it is. */
+  async function refusal (user: string | undefined, clientId: string): Promise<'unknown_user' | 'removed' | 'disabled' | 'deferred' | undefined> {
+    if (user === undefined) return 'unknown_user'
+    if (store === undefined) return undefined
+    try {
+      const record = await store.find(user)
+      return record === undefined ? 'removed' : !record.enabled ? 'disabled' : undefined
+    } catch (err) {
+      // Neither allow nor drop on a fault: the will stays for the next pass.
+      dirty = true
+      log.warn({ event: 'will.deferred', clientId, reason: (err as Error).message }, 'will of a stopped node kept: the user store did not answer')
+      return 'deferred'
+    }
+  }
+
+  /** The device holds its id again on a live node, as the same user: it is back online. */
+  function back (hold: string, deadBroker: string, user: string | undefined): boolean {
+    const at = hold.indexOf(' ')
+    return at > 0 && hold.slice(0, at) !== deadBroker && hold.slice(at + 1) === user
+  }
+
+  async function publish (packet: PublishPacket, entry: Record<string, unknown>, source: string): Promise<void> {
+    const b = broker
+    if (b === undefined) return
+    await new Promise<void>((resolve) => {
+      b.publish(packet, (err) => {
+        if (err) log.error({ event: 'will.failed', err, clientId: entry.clientId }, 'will of a stopped node not published')
+        else log.info({ event: 'will.published', ...entry, source }, 'will of a stopped node published')
+        resolve()
+      })
+    })
+  }
+
+  async function sweepServerWill (deadBroker: string, clientId: string): Promise<void> {
+    // The user is checked before the claim, as for a will: a store fault leaves the entry for the
+    // next pass. A dead node's table is written by nobody, so what is read here is what is claimed.
+    const seen = await serverWills.peek(deadBroker, clientId)
+    if (seen === undefined) return
+    const refused = await refusal(seen.user, clientId)
+    if (refused === 'deferred') return
+    const claimed: ClaimedServerWill | undefined = await serverWills.claim(deadBroker, clientId)
+    if (claimed === undefined || closed || broker === undefined) return
+    const { user, topic } = claimed
+    const entry = { user, clientId, topic, deadBroker }
+    const reason = refused ?? (topic === undefined ? 'unknown_user' : back(claimed.hold, deadBroker, user) ? 'reconnected' : undefined)
+    if (reason !== undefined || topic === undefined) {
+      log.info({ event: 'will.dropped', ...entry, reason, kind: 'server' }, 'server will of a stopped node not published')
+      return
+    }
+    await publish(serverWillPacket(topic, clientId), { ...entry, kind: 'server' }, 'sweep')
   }
 
   async function sweepOne (key: string): Promise<void> {
@@ -149,25 +231,12 @@ export function createWillSweeper (opts: WillSweeperOptions): WillSweeper {
     const will = msgpack.decode(raw) as StoredWill
     const stored = will[WILL_USER]
     const user = typeof stored === 'string' ? stored : undefined
-    let refused: 'unknown_user' | 'removed' | 'disabled' | undefined = user === undefined ? 'unknown_user' : undefined
-    if (user !== undefined && store !== undefined) {
-      let record
-      try {
-        record = await store.find(user)
-      } catch (err) {
-        // Neither allow nor drop on a fault: the will stays for the next pass.
-        dirty = true
-        log.warn({ event: 'will.deferred', clientId: will.clientId, reason: (err as Error).message }, 'will of a stopped node kept: the user store did not answer')
-        return
-      }
-      refused = record === undefined ? 'removed' : !record.enabled ? 'disabled' : undefined
-    }
+    const refused = await refusal(user, will.clientId)
+    if (refused === 'deferred') return
     const hold = await (db as unknown as ClaimCommand).bastionClaimWill(WILLS_LIST, key, `clientid:held:${will.clientId}`, key)
     // Another node claimed it first.
     if (hold === null || closed || broker === undefined) return
-    const at = hold.indexOf(' ')
-    const back = at > 0 && hold.slice(0, at) !== will.brokerId && hold.slice(at + 1) === user
-    const reason = refused ?? (back ? 'reconnected' : undefined)
+    const reason = refused ?? (back(hold, will.brokerId, user) ? 'reconnected' : undefined)
     const entry = { user, clientId: will.clientId, topic: will.topic, deadBroker: will.brokerId }
     if (reason !== undefined) {
       log.info({ event: 'will.dropped', ...entry, reason }, 'will of a stopped node not published')
@@ -183,14 +252,7 @@ export function createWillSweeper (opts: WillSweeperOptions): WillSweeper {
       dup: false,
       ...(Object.keys(properties).length > 0 ? { properties } : {})
     }
-    const b = broker
-    await new Promise<void>((resolve) => {
-      b.publish(packet, (err) => {
-        if (err) log.error({ event: 'will.failed', err, clientId: will.clientId }, 'will of a stopped node not published')
-        else log.info({ event: 'will.published', ...entry, source: 'sweep' }, 'will of a stopped node published')
-        resolve()
-      })
-    })
+    await publish(packet, entry, 'sweep')
   }
 
   return {
@@ -198,6 +260,19 @@ export function createWillSweeper (opts: WillSweeperOptions): WillSweeper {
       broker = b
       userOf = o.userOf
       store = o.store
+      serverWillOf = o.serverWillOf
+      if (serverWillOf !== undefined) {
+        const owed = serverWillOf
+        const armed = new WeakMap<Client, { forget (): void }>()
+        b.on('client', (client) => {
+          const due = owed(client)
+          if (due !== undefined) armed.set(client, serverWills.arm(client.id, due.user, due.topic))
+        })
+        b.on('clientDisconnect', (client) => {
+          armed.get(client)?.forget()
+          armed.delete(client)
+        })
+      }
       const mq = (b as unknown as { mq: { on (topic: string, fn: (p: { payload: Buffer }, cb: () => void) => void): void } }).mq
       const onBeat = (p: { payload: Buffer }, cb: () => void): void => { heard(p.payload.toString()); cb() }
       // A node's birth counts as heard: its first heartbeat comes one interval later.
@@ -205,15 +280,16 @@ export function createWillSweeper (opts: WillSweeperOptions): WillSweeper {
       mq.on('$SYS/+/birth', onBeat)
       timer = setInterval(tick, heartbeatMs)
       timer.unref()
-      b.once('closed', () => { this.close() })
+      b.once('closed', () => { closed = true; clearInterval(timer) })
     },
     async sweep () {
       await running
       await sweepNow()
     },
-    close () {
+    async close (cleanly = false) {
       closed = true
       clearInterval(timer)
+      if (cleanly && serverWillOf !== undefined) await serverWills.retire()
     }
   }
 }
