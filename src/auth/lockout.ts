@@ -2,7 +2,8 @@ import type { LockoutConfig } from '../config/hardening.js'
 import type { Logger } from '../log.js'
 import { USERNAME_PATTERN, type LoginFailure } from '../types.js'
 import type { Authenticator, LoginRequest, LoginResult, Screening } from './authenticator.js'
-import { COUNTS, describe, ipKey, type LockoutScope, type SharedLockout, type Started } from './lockout-keys.js'
+import { COUNTS, ipKey, type LockoutScope, type SharedLockout } from './lockout-keys.js'
+import { createLockoutTable } from './lockout-table.js'
 import { accountPart } from './login.js'
 
 export { ipKey, type LockoutScope, type SharedLockout } from './lockout-keys.js'
@@ -47,24 +48,6 @@ export interface Lockout {
 }
 
 const MAX_KEYS = 100_000
-// Bounds the sweep to once a second however many lockouts end close together.
-const MIN_SWEEP_MS = 1000
-
-interface Entry {
-  readonly scope: LockoutScope
-  readonly key: string
-  /** Times of failures inside the window; never longer than the threshold. */
-  failures: number[]
-  /** Lockouts in a row: the n-th lasts duration * 2^(n-1). */
-  strikes: number
-  /** End of the current or last lockout, ms; 0 if never locked. */
-  lockedUntil: number
-  /** A lockout started whose end is not logged yet. */
-  endPending: boolean
-  /** Who and where, as logged when the lockout started. */
-  user?: string
-  remote: string
-}
 
 /**
  * Brute-force lockout: failed logins counted per account (any address) and per source address
@@ -72,16 +55,9 @@ interface Entry {
  * neither the lockout nor its answer tells whether an account exists.
  */
 export function createLockout (opts: LockoutOptions): Lockout {
-  const { log } = opts
   const now = opts.now ?? Date.now
-  const maxKeys = opts.maxKeys ?? MAX_KEYS
-  const tables: Record<LockoutScope, Map<string, Entry>> = { user: new Map(), ip: new Map(), user_ip: new Map() }
-  // An account from one address is held to the account's threshold: the owner elsewhere is not.
-  const thresholds: Record<LockoutScope, number> = { user: opts.maxFailuresPerUser, ip: opts.maxFailuresPerIp, user_ip: opts.maxFailuresPerUser }
-  const locked = new Set<Entry>()
-  let timer: NodeJS.Timeout | undefined
-  let timerAt = Infinity
-  let closed = false
+  const table = createLockoutTable({ ...opts, now, maxKeys: opts.maxKeys ?? MAX_KEYS })
+  const { lockedEntry, fail, failShared, mirror } = table
 
   /** The account an attempt is for, compared without case: a MySQL column usually ignores it. */
   function accountOf (username: string | undefined): { key: string; name: string } | undefined {
@@ -89,110 +65,6 @@ export function createLockout (opts: LockoutOptions): Lockout {
     const name = opts.splitCode ? accountPart(username) : username
     // Anything else can never log in, and an unbounded name must not become a key.
     return USERNAME_PATTERN.test(name) ? { key: name.toLowerCase(), name } : undefined
-  }
-
-  function ended (e: Entry, evicted = false): void {
-    e.endPending = false
-    locked.delete(e)
-    log.info({ event: 'auth.lockout_ended', scope: e.scope, user: e.user, remote: e.scope === 'user' ? undefined : e.remote, ...(evicted ? { evicted } : {}) },
-      `login lockout of ${describe(e.scope, e.user, e.remote)} ended`)
-  }
-
-  /** The entry for a key that is locked right now; logs a lockout's end when it is first seen over. */
-  function lockedEntry (scope: LockoutScope, key: string | undefined): Entry | undefined {
-    if (key === undefined || thresholds[scope] === 0) return undefined
-    const e = tables[scope].get(key)
-    if (e === undefined) return undefined
-    if (e.lockedUntil > now()) return e
-    if (e.endPending) ended(e)
-    return undefined
-  }
-
-  function schedule (at: number): void {
-    if (closed || at >= timerAt) return
-    clearTimeout(timer)
-    timerAt = at
-    timer = setTimeout(sweep, Math.max(at - now(), MIN_SWEEP_MS))
-    // The lockout must not keep a process alive that has nothing else to do.
-    timer.unref()
-  }
-
-  function sweep (): void {
-    clearTimeout(timer)
-    timer = undefined
-    timerAt = Infinity
-    const t = now()
-    let next = Infinity
-    for (const e of locked) {
-      if (e.lockedUntil <= t) ended(e)
-      else next = Math.min(next, e.lockedUntil)
-    }
-    if (next < Infinity) schedule(Math.max(next, t + MIN_SWEEP_MS))
-  }
-
-  /** Starts a lockout of `ms`, counted here or by the cluster; logged once, by the node that started it. */
-  function begin (e: Entry, user: string | undefined, remote: string, { failures, ms }: Started): void {
-    e.lockedUntil = now() + ms
-    // The failures that caused this lockout are spent: after it, the next one needs a fresh threshold.
-    e.failures = []
-    e.endPending = true
-    e.user = user
-    e.remote = remote
-    locked.add(e)
-    const seconds = Math.round(ms / 1000)
-    log.warn({ event: 'auth.lockout', scope: e.scope, user, remote, failures, seconds, until: new Date(e.lockedUntil).toISOString() },
-      `login lockout of ${describe(e.scope, user, remote)} for ${seconds} s after ${failures} failed logins`)
-    opts.onLockout?.(e.scope)
-    schedule(e.lockedUntil)
-  }
-
-  /** The key's entry, made the most recently failed; the least recently failed goes past maxKeys. */
-  function entryFor (scope: LockoutScope, key: string, remote: string): Entry {
-    const table = tables[scope]
-    const e = table.get(key) ?? { scope, key, failures: [], strikes: 0, lockedUntil: 0, endPending: false, remote }
-    table.delete(key) // re-inserted: the map's order is least recently failed first
-    table.set(key, e)
-    if (table.size > maxKeys) {
-      const [oldestKey, oldest] = table.entries().next().value as [string, Entry]
-      table.delete(oldestKey)
-      if (oldest.endPending) ended(oldest, true)
-    }
-    return e
-  }
-
-  function fail (scope: LockoutScope, key: string | undefined, user: string | undefined, remote: string): void {
-    const threshold = thresholds[scope]
-    if (key === undefined || threshold === 0) return
-    const t = now()
-    // A lockout that began while this attempt was being checked already counts it.
-    if ((tables[scope].get(key)?.lockedUntil ?? 0) > t) return
-    const e = entryFor(scope, key, remote)
-    const from = t - opts.window * 1000
-    e.failures = e.failures.filter((at) => at > from)
-    e.failures.push(t)
-    if (e.failures.length < threshold) return
-    const maxMs = opts.maxDuration * 1000
-    // A key quiet for maxDuration since its last lockout starts the doubling again.
-    if (e.lockedUntil > 0 && t - e.lockedUntil >= maxMs) e.strikes = 0
-    e.strikes = Math.min(e.strikes + 1, 32)
-    begin(e, user, remote, { failures: e.failures.length, ms: Math.min(opts.duration * 2 ** (e.strikes - 1), opts.maxDuration) * 1000 })
-  }
-
-  /** As fail(), counted by the cluster; the node whose failure crossed the threshold logs the lockout. */
-  async function failShared (shared: SharedLockout, scope: LockoutScope, key: string | undefined, user: string | undefined, remote: string): Promise<void> {
-    const threshold = thresholds[scope]
-    if (key === undefined || threshold === 0) return
-    const started = await shared.fail(scope, key, threshold)
-    if (started !== undefined) begin(entryFor(scope, key, remote), user, remote, started)
-  }
-
-  /** A lockout another node started (or found in the cluster at a login): mirrored, not logged. */
-  function mirror (scope: LockoutScope, key: string, ms: number): void {
-    if (thresholds[scope] === 0 || ms <= 0) return
-    const until = now() + ms
-    const known = tables[scope].get(key)
-    if (known !== undefined && known.lockedUntil >= until) return
-    entryFor(scope, key, scope === 'ip' ? key : '').lockedUntil = until
   }
 
   const pairKey = (account: { key: string } | undefined, remote: string): string | undefined =>
@@ -221,7 +93,7 @@ export function createLockout (opts: LockoutOptions): Lockout {
   async function refusalNow (req: LoginRequest): Promise<LoginResult | undefined> {
     const local = refusal(req)
     if (local !== undefined || opts.shared === undefined) return local
-    const keys = keysOf(req).filter((k): k is readonly [LockoutScope, string] => k[1] !== undefined && thresholds[k[0]] > 0)
+    const keys = keysOf(req).filter((k): k is readonly [LockoutScope, string] => k[1] !== undefined && table.counts(k[0]))
     const left = await opts.shared.remaining(keys)
     keys.forEach(([scope, key], i) => mirror(scope, key, left[i] ?? 0))
     return left.some((ms) => ms > 0) ? refused(req) : undefined
@@ -252,12 +124,6 @@ export function createLockout (opts: LockoutOptions): Lockout {
 
   opts.shared?.onRemote(mirror)
 
-  function close (): void {
-    closed = true
-    clearTimeout(timer)
-    timer = undefined
-  }
-
   return {
     wrap (a) {
       return {
@@ -272,11 +138,7 @@ export function createLockout (opts: LockoutOptions): Lockout {
             for (const [scope, key] of [['user', account?.key], ['user_ip', pairKey(account, req.remoteAddress)]] as const) {
               if (key === undefined) continue
               opts.shared?.clear(scope, key)
-              const e = tables[scope].get(key)
-              if (e !== undefined && e.lockedUntil <= now()) {
-                if (e.endPending) ended(e)
-                tables[scope].delete(e.key)
-              }
+              table.forgive(scope, key)
             }
           } else {
             await counted(req, result.reason)
@@ -284,7 +146,7 @@ export function createLockout (opts: LockoutOptions): Lockout {
           return result
         },
         async close () {
-          close()
+          table.close()
           await a.close?.()
         }
       }
@@ -312,7 +174,7 @@ export function createLockout (opts: LockoutOptions): Lockout {
       }
     },
     addressLocked: (remote) => lockedEntry('ip', ipKey(remote)) !== undefined,
-    sweep,
-    close
+    sweep: table.sweep,
+    close: table.close
   }
 }
