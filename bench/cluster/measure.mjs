@@ -6,6 +6,7 @@
 import { loadavg } from 'node:os'
 import { performance } from 'node:perf_hooks'
 import { Generator } from '../compare/generator.mjs'
+import { loadLine, messageLoads } from '../compare/scenarios.mjs'
 import { brokerCpuSeconds, brokerRunqWaitSeconds, genRunqWaitSeconds } from '../compare/processes.mjs'
 import { PAIRS, pairCreds, startSetup, stopSetup } from './setups.mjs'
 
@@ -50,12 +51,6 @@ function cpuMeter (procs) {
   }
 }
 
-function pct (xs, p) {
-  if (xs.length === 0) return null
-  const s = Float64Array.from(xs).sort()
-  return round(s[Math.min(s.length - 1, Math.floor(p / 100 * s.length))], 2)
-}
-
 export async function runRepetition ({ setup, rep, opts, files, pin, emit }) {
   const base = { bench: 'cluster', setup: setup.key, label: setup.label, rep, gen_workers: opts.workers, gen_cores: pin.genCores, layout: pin.layout }
   const out = (line) => emit({ ...base, ...line })
@@ -66,12 +61,7 @@ export async function runRepetition ({ setup, rep, opts, files, pin, emit }) {
     if (opened.ok !== PAIRS) throw new Error(`only ${opened.ok}/${PAIRS} publisher/subscriber pairs connected: ${JSON.stringify(opened.failed)}`)
     out({ scenario: 'pairs', tls: opened.tls, pids: Object.fromEntries(running.procs.map((p) => [p.name, p.handle.pid])) })
     await sleep(200) // the subscriptions reach Redis (mqemitter-redis SUBSCRIBE) before the first publish
-    const loads = [
-      { scenario: 'qos1_throughput', qos: 1, rate: 0 },
-      { scenario: 'qos0_throughput', qos: 0, rate: 0 },
-      { scenario: 'qos1_latency', qos: 1, rate: opts.latencyRate / PAIRS }
-    ]
-    for (const l of loads) {
+    for (const l of messageLoads(opts.latencyRate)) {
       await gen.all('startLoad', { qos: l.qos, window: opts.window, rate: l.rate })
       await sleep(opts.warmupMs)
       const first = await gen.all('mark')
@@ -79,21 +69,9 @@ export async function runRepetition ({ setup, rep, opts, files, pin, emit }) {
       await sleep(opts.durationMs)
       const last = await gen.all('mark')
       const delivered = last.delivered - first.delivered
-      const m = meter(delivered)
+      const measured = meter(delivered)
       const stop = await gen.all('stopLoad')
-      const common = {
-        qos: l.qos, window: opts.window, delivered, published: last.sent - first.sent,
-        undelivered_at_stop: stop.undelivered, unacked_at_stop: stop.unacked, window_stalls: stop.stalls, ...m
-      }
-      if (l.rate === 0) {
-        out({ scenario: l.scenario, value: round(delivered / m.seconds, 0), unit: 'msg/s', ...common })
-      } else {
-        const lat = last.latencies ?? []
-        out({
-          scenario: l.scenario, unit: 'ms', offered_rate: opts.latencyRate, achieved_rate: round(delivered / m.seconds, 0),
-          p50_ms: pct(lat, 50), p90_ms: pct(lat, 90), p99_ms: pct(lat, 99), max_ms: pct(lat, 100), samples: lat.length, ...common
-        })
-      }
+      out(loadLine(l, { first, last, stop, measured, opts }))
     }
     await gen.all('closePairs')
   } finally {

@@ -55,6 +55,33 @@ function cpuMeter (handle) {
   }
 }
 
+/** The three message loads of a pairs run: QoS 1 and QoS 0 at full speed, QoS 1 at a fixed total rate. */
+export function messageLoads (latencyRate) {
+  return [
+    { scenario: 'qos1_throughput', qos: 1, rate: 0 },
+    { scenario: 'qos0_throughput', qos: 0, rate: 0 },
+    { scenario: 'qos1_latency', qos: 1, rate: latencyRate / PAIRS }
+  ]
+}
+
+/**
+ * The JSON line of one load: the generator's marks before and after the window, what stopLoad
+ * reported, and what was measured over the window (CPU and the like, merged in as is).
+ */
+export function loadLine (l, { first, last, stop, measured, opts }) {
+  const delivered = last.delivered - first.delivered
+  const common = {
+    qos: l.qos, window: opts.window, delivered, published: last.sent - first.sent,
+    undelivered_at_stop: stop.undelivered, unacked_at_stop: stop.unacked, window_stalls: stop.stalls, ...measured
+  }
+  if (l.rate === 0) return { scenario: l.scenario, value: round(delivered / measured.seconds, 0), unit: 'msg/s', ...common }
+  const lat = last.latencies ?? []
+  return {
+    scenario: l.scenario, unit: 'ms', offered_rate: opts.latencyRate, achieved_rate: round(delivered / measured.seconds, 0),
+    p50_ms: pct(lat, 50), p90_ms: pct(lat, 90), p99_ms: pct(lat, 99), max_ms: pct(lat, 100), samples: lat.length, ...common
+  }
+}
+
 function pct (xs, p) {
   if (xs.length === 0) return null
   const s = Float64Array.from(xs).sort()
@@ -139,12 +166,7 @@ async function throughput ({ kind, rep, opts, gen, handle, out }) {
     return
   }
   out({ scenario: 'pairs', tls: opened.tls })
-  const loads = [
-    { scenario: 'qos1_throughput', qos: 1, rate: 0 },
-    { scenario: 'qos0_throughput', qos: 0, rate: 0 },
-    { scenario: 'qos1_latency', qos: 1, rate: opts.latencyRate / PAIRS }
-  ]
-  for (const l of loads) {
+  for (const l of messageLoads(opts.latencyRate)) {
     await gen.all('startLoad', { qos: l.qos, window: opts.window, rate: l.rate })
     await sleep(opts.warmupMs)
     const first = await gen.all('mark')
@@ -154,19 +176,7 @@ async function throughput ({ kind, rep, opts, gen, handle, out }) {
     const m = meter()
     const stop = await gen.all('stopLoad')
     const delivered = last.delivered - first.delivered
-    const common = {
-      qos: l.qos, window: opts.window, delivered, published: last.sent - first.sent,
-      undelivered_at_stop: stop.undelivered, unacked_at_stop: stop.unacked, window_stalls: stop.stalls, ...m, ...perUnit(m, delivered, opts.genCores)
-    }
-    if (l.rate === 0) {
-      out({ scenario: l.scenario, value: round(delivered / m.seconds, 0), unit: 'msg/s', ...common })
-    } else {
-      const lat = last.latencies ?? []
-      out({
-        scenario: l.scenario, unit: 'ms', offered_rate: opts.latencyRate, achieved_rate: round(delivered / m.seconds, 0),
-        p50_ms: pct(lat, 50), p90_ms: pct(lat, 90), p99_ms: pct(lat, 99), max_ms: pct(lat, 100), samples: lat.length, ...common
-      })
-    }
+    out(loadLine(l, { first, last, stop, measured: { ...m, ...perUnit(m, delivered, opts.genCores) }, opts }))
   }
   await gen.all('closePairs')
 }
