@@ -1,6 +1,8 @@
 // The `cluster` key: several brokers sharing routing and sessions through one Redis
 // (docs/cluster.md). Absent, the broker is a single node exactly as before.
+import { createPrivateKey, X509Certificate, type KeyObject } from 'node:crypto'
 import { readFileSync } from 'node:fs'
+import { isIP } from 'node:net'
 import { availableParallelism, hostname } from 'node:os'
 import { resolve } from 'node:path'
 import { fail, host, int, object, str, type Raw } from './fields.js'
@@ -18,6 +20,21 @@ export interface RedisConfig {
   readonly keyPrefix: string
   /** Milliseconds to open a connection; also bounds the start-up check. */
   readonly connectTimeout: number
+  /** Absent: plaintext. Redis' certificate is always verified. */
+  readonly tls?: RedisTlsConfig
+}
+
+/** `cluster.redis.tls`, files read at load. Empty: TLS verified against the system's CAs. */
+export interface RedisTlsConfig {
+  /** PEM CAs that may sign Redis' certificate, instead of the system's. */
+  readonly ca?: string
+  /** PEM client certificate and key, for a Redis with `tls-auth-clients`. The key is a secret. */
+  readonly cert?: string
+  readonly key?: string
+  /** The DNS name Redis' certificate is checked against (and sent as SNI) instead of `host`. */
+  readonly servername?: string
+  /** Where ca, cert and key were read from: what config check shows instead of their contents. */
+  readonly files: { readonly ca?: string; readonly cert?: string; readonly key?: string }
 }
 
 export interface ClusterConfig {
@@ -55,7 +72,8 @@ export function parseWorkers (value: unknown, where: string): number {
   return n
 }
 
-const REDIS_KEYS = ['host', 'port', 'username', 'password', 'passwordFile', 'passwordEnv', 'db', 'keyPrefix', 'connectTimeout']
+const REDIS_KEYS = ['host', 'port', 'username', 'password', 'passwordFile', 'passwordEnv', 'db', 'keyPrefix', 'connectTimeout', 'tls']
+const TLS_KEYS = ['ca', 'cert', 'key', 'servername']
 
 /** hostname-pid, with what a host name may carry that a node id may not made '-'. */
 export function defaultNodeId (): string {
@@ -84,6 +102,79 @@ function password (raw: Raw, base: string, env: NodeJS.ProcessEnv): string | und
   return undefined
 }
 
+/** One PEM file of `cluster.redis.tls`, resolved against the config's folder and read now. */
+function pemFile (raw: Raw, key: 'ca' | 'cert' | 'key', base: string): { file: string; text: string } | undefined {
+  if (raw[key] === undefined) return undefined
+  const path = `cluster.redis.tls.${key}`
+  const file = resolve(base, str(raw, key, path))
+  try {
+    return { file, text: readFileSync(file, 'utf8') }
+  } catch (err) {
+    fail(path, `cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`)
+  }
+}
+
+function certificate (pem: { file: string; text: string }, path: string): X509Certificate {
+  try {
+    return new X509Certificate(pem.text)
+  } catch {
+    fail(path, `${pem.file} is not a PEM certificate`)
+  }
+}
+
+/**
+ * false or absent: plaintext; true: TLS verified against the system's CAs; a mapping: its files.
+ * There is no way to turn verification off: a Redis that cannot prove its name is not one.
+ */
+function parseTls (value: unknown, base: string): RedisTlsConfig | undefined {
+  const p = 'cluster.redis.tls'
+  if (value === undefined || value === false) return undefined
+  if (value === true) return Object.freeze({ files: Object.freeze({}) })
+  if (value === null || typeof value !== 'object' || Array.isArray(value)) fail(p, 'must be true, false or a mapping { ca, cert, key, servername }')
+  const raw = object(value, p, TLS_KEYS)
+  if ((raw.cert === undefined) !== (raw.key === undefined)) {
+    fail(p, `give cert and key together (got only ${raw.cert === undefined ? 'key' : 'cert'}): the client certificate and its private key`)
+  }
+  let servername: string | undefined
+  if (raw.servername !== undefined) {
+    servername = str(raw, 'servername', `${p}.servername`)
+    // RFC 6066 SNI carries DNS names only; an IP address in Redis' certificate is checked against host.
+    if (isIP(servername) !== 0 || !/^[A-Za-z0-9.-]{1,253}$/.test(servername)) fail(`${p}.servername`, `"${servername}" is not a DNS name (an IP address is checked against host)`)
+  }
+  const ca = pemFile(raw, 'ca', base)
+  if (ca !== undefined) certificate(ca, `${p}.ca`)
+  const cert = pemFile(raw, 'cert', base)
+  const key = pemFile(raw, 'key', base)
+  if (cert !== undefined && key !== undefined) {
+    const leaf = certificate(cert, `${p}.cert`)
+    let pair: KeyObject
+    try {
+      pair = createPrivateKey(key.text)
+    } catch (err) {
+      const encrypted = (err as NodeJS.ErrnoException).code === 'ERR_MISSING_PASSPHRASE'
+      fail(`${p}.key`, `${key.file} is not a PEM private key${encrypted ? ' without a passphrase (it is encrypted)' : ''}`)
+    }
+    if (!leaf.checkPrivateKey(pair)) fail(`${p}.key`, `${key.file} is not the private key of the certificate in ${cert.file}`)
+  }
+  return Object.freeze({
+    ...(ca === undefined ? {} : { ca: ca.text }),
+    ...(cert === undefined ? {} : { cert: cert.text }),
+    ...(key === undefined ? {} : { key: key.text }),
+    ...(servername === undefined ? {} : { servername }),
+    files: Object.freeze({
+      ...(ca === undefined ? {} : { ca: ca.file }),
+      ...(cert === undefined ? {} : { cert: cert.file }),
+      ...(key === undefined ? {} : { key: key.file })
+    })
+  })
+}
+
+/** `cluster.redis.tls` as config check shows it: file names, never their contents. */
+export function shownTls (tls: RedisTlsConfig): unknown {
+  const shown = { ...tls.files, ...(tls.servername === undefined ? {} : { servername: tls.servername }) }
+  return Object.keys(shown).length === 0 ? true : shown
+}
+
 /** undefined without the key: a single node. */
 export function parseCluster (value: unknown, base: string, env: NodeJS.ProcessEnv): ClusterConfig | undefined {
   if (value === undefined) return undefined
@@ -96,6 +187,7 @@ export function parseCluster (value: unknown, base: string, env: NodeJS.ProcessE
   const keyPrefix = str(redis, 'keyPrefix', 'cluster.redis.keyPrefix', 'bastion:')
   if (!KEY_PREFIX.test(keyPrefix)) fail('cluster.redis.keyPrefix', `"${keyPrefix}" may hold only letters, digits, . _ : - (at most 64)`)
   const pw = password(redis, base, env)
+  const tls = parseTls(redis.tls, base)
   return Object.freeze({
     nodeId,
     // 5 s: a crashed node's wills 15-20 s after its last heartbeat (aedes' 60 s made that 3-7
@@ -110,7 +202,8 @@ export function parseCluster (value: unknown, base: string, env: NodeJS.ProcessE
       ...(pw === undefined ? {} : { password: pw }),
       db: int(redis, 'db', 'cluster.redis.db', 0, 0, 15),
       keyPrefix,
-      connectTimeout: int(redis, 'connectTimeout', 'cluster.redis.connectTimeout', 5000, 100, 60000)
+      connectTimeout: int(redis, 'connectTimeout', 'cluster.redis.connectTimeout', 5000, 100, 60000),
+      ...(tls === undefined ? {} : { tls })
     })
   })
 }

@@ -1,7 +1,7 @@
 import { resolve } from 'node:path'
 import { bool, fail, host, int, object, oneOf, str } from './fields.js'
 import { AUTH_HARDENING_KEYS, parseAuthHardening, parseLimits, parseShutdown, type AuthHardening, type LimitsConfig, type ShutdownConfig } from './hardening.js'
-import { parseCluster, type ClusterConfig } from './cluster.js'
+import { parseCluster, shownTls, type ClusterConfig } from './cluster.js'
 import { listener, type ListenerConfig } from './listeners.js'
 import { store, totpRequired, type StoreConfig } from './stores.js'
 
@@ -150,7 +150,10 @@ export function parseConfig (doc: unknown, base: string, opts: { devCertificates
 /** The config as JSON with every secret blanked, for `config check` and logs. */
 export function redactedConfig (config: BastionConfig): unknown {
   // Only the store's own password is a secret; `columns.password` is a column name.
+  // Redis' TLS files are shown by name: the private key's contents never, the rest is noise.
+  const tls = config.cluster?.redis.tls
   return JSON.parse(JSON.stringify(config, function (this: unknown, key, value: unknown) {
+    if (tls !== undefined && value === tls) return shownTls(tls)
     return key === 'password' && this !== (config.auth.store as { columns?: unknown }).columns ? '[redacted]' : value
   }))
 }
