@@ -7,6 +7,7 @@ import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import mysql from 'mysql2/promise'
+import { stopChild } from './stop-child.mjs'
 
 const READY_TIMEOUT_MS = 30_000
 const STOP_TIMEOUT_MS = 15_000
@@ -86,12 +87,7 @@ export async function startMariaDb () {
     const c = child
     if (c === undefined) return
     child = undefined
-    if (c.exitCode !== null || c.signalCode !== null) return
-    await new Promise((resolve) => {
-      const timer = setTimeout(() => c.kill('SIGKILL'), STOP_TIMEOUT_MS)
-      c.once('exit', () => { clearTimeout(timer); resolve() })
-      c.kill('SIGTERM')
-    })
+    await stopChild(c, STOP_TIMEOUT_MS)
   }
 
   await start()

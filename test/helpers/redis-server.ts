@@ -11,6 +11,7 @@ import { join } from 'node:path'
 import { connect as tlsConnect } from 'node:tls'
 import { initCertificates, issueClientCertificate } from '../../src/certs/issue.js'
 import { freePort } from './ports.js'
+import { stopChild } from './stop-child.mjs'
 
 const READY_TIMEOUT_MS = 10_000
 const STOP_TIMEOUT_MS = 5_000
@@ -106,12 +107,7 @@ export async function startRedisServer (opts: { password?: string; tls?: { authC
     const c = child
     if (c === undefined) return
     child = undefined
-    if (c.exitCode !== null || c.signalCode !== null) return
-    await new Promise<void>((resolve) => {
-      const timer = setTimeout(() => c.kill('SIGKILL'), STOP_TIMEOUT_MS)
-      c.once('exit', () => { clearTimeout(timer); resolve() })
-      c.kill('SIGTERM')
-    })
+    await stopChild(c, STOP_TIMEOUT_MS)
   }
 
   await start()
