@@ -28,19 +28,28 @@ import type { Listener } from './listeners/listener.js'
 import { createAdmission } from './limits/admission.js'
 import { createGuards } from './limits/guards.js'
 import { createLimitReporter } from './limits/report.js'
-import { createHealthCheck } from './monitoring/health.js'
-import { startMonitoringServer, type MonitoringServer } from './monitoring/http.js'
+import { createHealthCheck, type HealthCheck } from './monitoring/health.js'
+import { startMonitoringServer } from './monitoring/http.js'
 import { timedStore, watchedBackend } from './monitoring/instrument.js'
-import { createMetrics } from './monitoring/metrics.js'
+import { createMetrics, type BrokerMetrics } from './monitoring/metrics.js'
 import { assertPrivate } from './stores/permissions.js'
 import { createStore } from './stores/create.js'
 import { startClusterEngine, type ClusterEngine } from './cluster/engine.js'
 import type { UserStore } from './stores/store.js'
 import { drainDeliveries, trackDeliveries, type DrainTracker } from './shutdown.js'
 
+/** Running /healthz and /metrics; host and port when it listens itself. */
+export interface MonitoringHandle { readonly host?: string; readonly port?: number; close (): Promise<void> }
+export type ServeMonitoring = (deps: { metrics: BrokerMetrics; health: HealthCheck; log: Logger }) => Promise<MonitoringHandle>
+
 export interface BastionOptions {
   /** A pino logger to write to; by default one is made from `config.log`. */
   logger?: Logger
+  /**
+   * With monitoring.enabled: serves /healthz and /metrics. By default an HTTP server on
+   * monitoring.host:monitoring.port; a `start --workers` worker hands both to its primary.
+   */
+  serveMonitoring?: ServeMonitoring
 }
 
 export interface Bastion {
@@ -49,7 +58,7 @@ export interface Bastion {
   readonly listeners: readonly Listener[]
   /** The local user store; undefined with an HTTP backend, which keeps its users itself. */
   readonly store: UserStore | undefined
-  /** Where /healthz and /metrics are served; undefined when monitoring is off. */
+  /** Where /healthz and /metrics are served; undefined when monitoring is off or served elsewhere. */
   readonly monitoring?: { readonly host: string; readonly port: number }
   /**
    * Re-reads what can change under a running broker (SIGHUP): user store and ACL files. A file
@@ -204,7 +213,7 @@ export async function createBastion (config: BastionConfig, opts: BastionOptions
 
   const listeners: Listener[] = []
   let broker: Aedes | undefined
-  let monitoring: MonitoringServer | undefined
+  let monitoring: MonitoringHandle | undefined
   let deliveries: DrainTracker | undefined
   try {
     await passwords.ready()
@@ -266,7 +275,8 @@ export async function createBastion (config: BastionConfig, opts: BastionOptions
         ...(store === undefined ? {} : { store }),
         ...(watched === undefined ? {} : { backendOutage: watched.outage })
       })
-      monitoring = await startMonitoringServer(config.monitoring, { metrics, health, log: log.child({ module: 'monitoring' }) })
+      const serve = opts.serveMonitoring ?? (async (deps) => await startMonitoringServer(config.monitoring, deps))
+      monitoring = await serve({ metrics, health, log: log.child({ module: 'monitoring' }) })
     }
   } catch (err) {
     sessions.close()
@@ -281,12 +291,13 @@ export async function createBastion (config: BastionConfig, opts: BastionOptions
 
   let closing: Promise<void> | undefined
   const b = broker
+  const served = monitoring
   return {
     config,
     broker: b,
     listeners,
     store,
-    ...(monitoring === undefined ? {} : { monitoring: { host: monitoring.host, port: monitoring.port } }),
+    ...(served?.host === undefined || served.port === undefined ? {} : { monitoring: { host: served.host, port: served.port } }),
     async reload () {
       const parts: Array<[string, (() => Promise<void>) | undefined]> = [
         ['user store', store?.reload?.bind(store)],

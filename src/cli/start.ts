@@ -4,6 +4,7 @@ import { MAX_WORKERS } from '../config/cluster.js'
 import { loadConfig } from '../config/load.js'
 import { BastionError } from '../errors.js'
 import { createLogger } from '../log.js'
+import { answerPrimary } from '../cluster/worker-monitoring.js'
 import { runPrimary, workerConfig, workerRole, type WorkerReady, type WorkerRole } from '../cluster/workers.js'
 import { expectPositionals, parse, stringFlag, UsageError } from './args.js'
 
@@ -24,11 +25,13 @@ on monitoring.host:monitoring.port (127.0.0.1:9464 unless set).
 --workers N runs N broker processes (node:cluster workers) sharing the listening ports, for a
 host with several cores; auto: one per core. It overrides cluster.workers (default 1). N > 1
 needs cluster.redis: the workers share routing, sessions and security state through Redis.
-Each worker is node <cluster.nodeId>-w<i> and logs with its pid; worker 1 alone serves the
-monitoring port. The primary process restarts a worker that dies (at most 5 times a minute,
-then it stops and exits 1), passes SIGHUP, SIGINT and SIGTERM on to every worker, and exits 0
-once all have stopped; a second SIGINT/SIGTERM kills them. A worker that fails to start
-(Redis unreachable, a port in use) stops them all with its error line (exit 1).
+Each worker is node <cluster.nodeId>-w<i> and logs with its pid. The primary process serves
+the monitoring port for all: /metrics sums the workers' counters, /healthz is ok when every
+worker is ready and healthy (else 503 naming the one that is not). It restarts a worker that
+dies (at most 5 times a minute, then it stops and exits 1), passes SIGHUP, SIGINT and SIGTERM
+on to every worker, and exits 0 once all have stopped; a second SIGINT/SIGTERM kills them. A
+worker that fails to start (Redis unreachable, a port in use) stops them all with its error
+line (exit 1).
 See docs/cluster.md, "Several processes on one host".
 `
 
@@ -72,13 +75,14 @@ export async function startCommand (argv: string[], out: (s: string) => void): P
   }
   // Its lines name workers' pids (`pid`); its own is in workers.starting.
   const log = createLogger({ level: config.log.level })
-  runPrimary({
+  await runPrimary({
     count,
     nodeId: config.cluster.nodeId,
     drainTimeout: config.shutdown.drainTimeout,
     log,
     fatal: (line) => { process.stderr.write(line + '\n') },
-    exit: (code) => process.exit(code)
+    exit: (code) => process.exit(code),
+    ...(config.monitoring.enabled ? { monitoring: { host: config.monitoring.host, port: config.monitoring.port } } : {})
   })
 }
 
@@ -91,7 +95,8 @@ async function runBroker (config: BastionConfig, used: string | undefined, role?
   // Workers write to one stdout: each line says which process wrote it.
   const log = role === undefined ? root : root.child({ pid: process.pid, worker: role.index })
   log.info({ event: 'broker.starting', config: used ?? 'defaults', ...(role === undefined ? {} : { node: config.cluster?.nodeId, authWorkers: config.auth.workers, maxConnections: config.limits.maxConnections, maxConnectionsPerIp: config.limits.maxConnectionsPerIp }) }, 'starting mqtt-bastion')
-  const bastion = await createBastion(config, { logger: log })
+  // A worker's /healthz and /metrics are served by the primary, for all workers.
+  const bastion = await createBastion(config, { logger: log, ...(role === undefined ? {} : { serveMonitoring: answerPrimary }) })
   const listeners = bastion.listeners.map((l) => `${l.type}://${l.host}:${l.port}`)
   const monitoring = bastion.monitoring === undefined ? undefined : `http://${bastion.monitoring.host}:${bastion.monitoring.port}`
   log.info({ event: 'broker.ready', ...(role === undefined ? { pid: process.pid } : {}), engine: `aedes ${ENGINE.aedes} + ${ENGINE.patches.length} patches`, listeners, ...(monitoring === undefined ? {} : { monitoring }) }, 'ready')
@@ -125,7 +130,7 @@ async function runBroker (config: BastionConfig, used: string | undefined, role?
   process.on('SIGTERM', () => stop('SIGTERM'))
   if (role !== undefined) {
     // Sent after the handlers above: a SIGHUP forwarded from now on reloads, never kills.
-    const ready: WorkerReady = { bastion: 'ready', listeners, ...(monitoring === undefined ? {} : { monitoring }) }
+    const ready: WorkerReady = { bastion: 'ready', listeners }
     process.send?.(ready)
   }
 }

@@ -6,6 +6,8 @@ import { createInterface } from 'node:readline'
 import type { BastionConfig } from '../config/schema.js'
 import { passwordPoolSize } from '../crypto/password-pool.js'
 import type { Logger } from '../log.js'
+import { startMonitoringServer, type MonitoringServer } from '../monitoring/http.js'
+import { createPrimaryMonitoring } from './worker-monitoring.js'
 
 /** What the primary tells a worker through its environment (the CLI reads it, nothing else). */
 export const WORKER_ENV = { index: 'BASTION_WORKER', count: 'BASTION_WORKERS', nodeId: 'BASTION_WORKER_NODE_ID' } as const
@@ -14,7 +16,7 @@ export const WORKER_ENV = { index: 'BASTION_WORKER', count: 'BASTION_WORKERS', n
 export interface WorkerRole { readonly index: number; readonly count: number; readonly nodeId: string }
 
 /** The message a worker sends once its listeners accept connections. */
-export interface WorkerReady { readonly bastion: 'ready'; readonly listeners: string[]; readonly monitoring?: string }
+export interface WorkerReady { readonly bastion: 'ready'; readonly listeners: string[] }
 
 // A crash loop (a bad file, Redis gone for good) must end with a clear line, not fill the log:
 // 5 restarts within a minute, each after twice the previous wait, then the primary gives up.
@@ -28,9 +30,9 @@ const EARLY_LINES = 20
 /**
  * The config one worker runs: its own node id (so aedes broker ids differ), its share of the
  * bcrypt threads (the host's cores are shared by all workers) and of the connection caps (set
- * for the host; node:cluster hands connections to workers in turn, so each gets about 1/N), and
- * /healthz + /metrics served by worker 1 only: the monitoring port is one address, and N
- * processes answering it in turn would make each scrape describe a different process.
+ * for the host; node:cluster hands connections to workers in turn, so each gets about 1/N).
+ * monitoring stays as set: each worker counts, and answers the primary, which serves the port
+ * (worker-monitoring.ts; N processes answering it in turn would each describe only itself).
  */
 export function workerConfig (config: BastionConfig, role: WorkerRole): BastionConfig {
   if (config.cluster === undefined) throw new Error('workerConfig needs cluster.redis')
@@ -41,8 +43,7 @@ export function workerConfig (config: BastionConfig, role: WorkerRole): BastionC
     cluster: { ...config.cluster, nodeId: `${role.nodeId}-w${role.index}` },
     auth: { ...config.auth, workers: threads },
     // 0 (off) stays 0.
-    limits: { ...config.limits, maxConnections: share(config.limits.maxConnections), maxConnectionsPerIp: share(config.limits.maxConnectionsPerIp) },
-    monitoring: role.index === 1 ? config.monitoring : { ...config.monitoring, enabled: false }
+    limits: { ...config.limits, maxConnections: share(config.limits.maxConnections), maxConnectionsPerIp: share(config.limits.maxConnectionsPerIp) }
   }
 }
 
@@ -66,19 +67,24 @@ export interface PrimaryOptions {
   readonly fatal: (line: string) => void
   /** Ends the process (process.exit in the CLI). */
   readonly exit: (code: number) => void
+  /** monitoring.host and .port when monitoring.enabled: the primary serves the workers' totals. */
+  readonly monitoring?: { readonly host: string; readonly port: number }
 }
 
 /**
  * Starts the workers one after another (so first-start work, a development certificate or a new
- * SQLite schema, is done once), restarts one that dies, forwards SIGHUP, SIGINT and SIGTERM.
+ * SQLite schema, is done once), restarts one that dies, forwards SIGHUP, SIGINT and SIGTERM,
+ * and serves /healthz and /metrics for them all. Rejects only when the monitoring port cannot
+ * be bound, before any worker is started.
  */
-export function runPrimary (opts: PrimaryOptions): void {
+export async function runPrimary (opts: PrimaryOptions): Promise<void> {
   const { count, log } = opts
   const slots: Slot[] = Array.from({ length: count }, (_, i) => ({ index: i + 1, ready: false, early: [] }))
   const restarts: number[] = []
   let allReadyOnce = false
   let stopping: { code: number; killed: boolean } | undefined
   let stopTimer: NodeJS.Timeout | undefined
+  let monitoring: MonitoringServer | undefined
 
   // stderr is piped so a worker's failure line can be shown once, by the primary; stdout (the
   // JSON log) goes straight to ours.
@@ -105,7 +111,7 @@ export function runPrimary (opts: PrimaryOptions): void {
       slot.ready = true
       for (const line of slot.early) process.stderr.write(line + '\n')
       slot.early = []
-      log.info({ event: 'worker.started', worker: slot.index, pid, listeners: m.listeners, ...(m.monitoring === undefined ? {} : { monitoring: m.monitoring }) }, `worker ${slot.index} ready`)
+      log.info({ event: 'worker.started', worker: slot.index, pid, listeners: m.listeners }, `worker ${slot.index} ready`)
       if (stopping !== undefined) { w.process.kill('SIGTERM'); return }
       if (allReadyOnce) return
       // Not one waiting for its restart: its timer forks it.
@@ -163,7 +169,8 @@ export function runPrimary (opts: PrimaryOptions): void {
     clearTimeout(stopTimer)
     const code = stopping?.code ?? 1
     log.info({ event: 'workers.stopped', exitCode: code }, 'all workers stopped')
-    log.flush(() => { opts.exit(code) })
+    // close() ends open scrapes too: it does not wait for them.
+    void (monitoring?.close() ?? Promise.resolve()).finally(() => { log.flush(() => { opts.exit(code) }) })
   }
 
   function stop (reason: string, code: number): void {
@@ -190,6 +197,13 @@ export function runPrimary (opts: PrimaryOptions): void {
     if (live().length === 0) finish()
   }
 
+  if (opts.monitoring !== undefined) {
+    const served = createPrimaryMonitoring({ workers: () => slots, stopping: () => stopping !== undefined })
+    monitoring = await startMonitoringServer(opts.monitoring, { ...served, log: log.child({ module: 'monitoring' }) }).catch((err: unknown) => {
+      served.close()
+      throw err
+    })
+  }
   process.on('SIGINT', () => { stop('SIGINT', 0) })
   process.on('SIGTERM', () => { stop('SIGTERM', 0) })
   // Each worker re-reads certificates, users and ACL files itself and logs its reload.ok lines.
@@ -199,7 +213,8 @@ export function runPrimary (opts: PrimaryOptions): void {
     for (const s of ready) s.worker?.process.kill('SIGHUP')
   })
 
-  log.info({ event: 'workers.starting', workers: count, nodeId: opts.nodeId, primary: process.pid }, `starting ${count} workers`)
+  const url = monitoring === undefined ? {} : { monitoring: `http://${monitoring.host}:${monitoring.port}` }
+  log.info({ event: 'workers.starting', workers: count, nodeId: opts.nodeId, primary: process.pid, ...url }, `starting ${count} workers`)
   fork(slots[0] as Slot)
 }
 

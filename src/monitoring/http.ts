@@ -3,7 +3,6 @@ import { isIP } from 'node:net'
 import { BastionError } from '../errors.js'
 import type { Logger } from '../log.js'
 import type { HealthCheck } from './health.js'
-import type { BrokerMetrics } from './metrics.js'
 
 export interface MonitoringServer {
   /** The address actually bound (port 0 in config becomes the real port here). */
@@ -12,8 +11,15 @@ export interface MonitoringServer {
   close (): Promise<void>
 }
 
+/** What /metrics serves: one broker's registry (BrokerMetrics), or a `start --workers` primary's sum. */
+export interface MetricsSource {
+  readonly contentType: string
+  /** The exposition text, or why there is none now (answered 503 with that line). */
+  text (): Promise<string | { readonly unavailable: string }>
+}
+
 export interface MonitoringDeps {
-  metrics: BrokerMetrics
+  metrics: MetricsSource
   health: HealthCheck
   log: Logger
 }
@@ -49,7 +55,11 @@ export async function startMonitoringServer (cfg: { host: string; port: number }
       res.setHeader('allow', 'GET, HEAD')
       return send(res, 405, text, 'method not allowed\n', false)
     }
-    if (path === '/metrics') return send(res, 200, metrics.contentType, await metrics.text(), head)
+    if (path === '/metrics') {
+      const body = await metrics.text()
+      if (typeof body === 'string') return send(res, 200, metrics.contentType, body, head)
+      return send(res, 503, text, `${body.unavailable}\n`, head)
+    }
     const problem = await health()
     send(res, problem === undefined ? 200 : 503, text, `${problem ?? 'ok'}\n`, head)
   }

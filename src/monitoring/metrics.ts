@@ -35,7 +35,9 @@ const LOOKUP_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.
 
 /**
  * One registry per broker, never prom-client's global one: several brokers can share a process
- * (tests, embedding) and each must report only its own traffic.
+ * (tests, embedding) and each must report only its own traffic. With `start --workers` the
+ * primary serves the workers' registries merged (prom-client's AggregatorRegistry): counters and
+ * histograms summed, gauges by their `aggregator` (sum unless set).
  */
 export function createMetrics (opts: MetricsOptions): BrokerMetrics {
   const registry = new Registry()
@@ -47,6 +49,8 @@ export function createMetrics (opts: MetricsOptions): BrokerMetrics {
     name: 'bastion_connected_clients',
     help: 'MQTT clients currently connected (logged in).',
     registers,
+    // Each connection lives in one worker: the host's count is the sum.
+    aggregator: 'sum',
     collect () { this.set(broker?.connectedClients ?? 0) }
   })
   const logins = new Counter({
@@ -124,6 +128,9 @@ export function createMetrics (opts: MetricsOptions): BrokerMetrics {
     help: 'When the server certificate of each TLS listener expires, unix seconds.',
     labelNames: ['listener'] as const,
     registers,
+    // Every worker reads the same file: a sum would be a date centuries away. They differ only
+    // while the file is being replaced; then the sooner expiry is the one to alert on.
+    aggregator: 'min',
     collect () {
       this.reset()
       for (const [listener, path] of certificates) {

@@ -37,7 +37,7 @@ function writeConfig (cluster: string[], extra: string[] = []): string {
   ].join('\n'))
   return cfg
 }
-// A wss listener and the monitoring port too: both are servers node:cluster must share or not.
+// A wss listener and the monitoring port too: servers node:cluster shares, or the primary binds.
 const twoWorkers = (): string => writeConfig(['cluster:', '  workers: 2', `  redis: { host: 127.0.0.1, port: ${redis.port} }`,
   'monitoring: { enabled: true, host: 127.0.0.1, port: 0 }'],
 ['  - { type: wss, host: 127.0.0.1, port: 0, cert: certs/server.crt, key: certs/server.key }'])
@@ -131,10 +131,10 @@ t.test('two workers serve one port: TLS logins spread over both, QoS 1 crosses t
   }
   t.same([...wssPids].sort(), [...pids].sort(), 'wss logins landed on both workers')
 
-  // One monitoring port, served by worker 1 only.
+  // One monitoring port, served by the primary (cluster-workers-metrics.test.ts: what it serves).
   const monitors = b.logs.filter((l) => l.event === 'listener.started' && l.type === 'monitoring')
-  t.same(monitors.map((l) => l.worker), [1], 'only worker 1 binds the monitoring port')
-  const url = (b.logs.find((l) => l.event === 'worker.started' && l.worker === 1) as Record<string, any>).monitoring as string
+  t.same(monitors.map((l) => l.worker), [undefined], 'only the primary binds the monitoring port')
+  const url = (b.logs.find((l) => l.event === 'workers.starting') as Record<string, any>).monitoring as string
   const health = await fetch(`${url}/healthz`)
   t.equal(health.status, 200)
   t.match(await (await fetch(`${url}/metrics`)).text(), /bastion_logins_total/)

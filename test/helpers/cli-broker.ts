@@ -116,7 +116,9 @@ export async function cliBrokerFolder (opts: { certDays?: number } = {}): Promis
           void exited.then((code) => { clearTimeout(timer); reject(new Error(`broker exited (${code}) before ${event}; stderr: ${stderr}`)) })
         })
       }
-      const ready = await waitFor('broker.ready', { ms: 15000 })
+      // A bound, not a measurement: a broker that fails exits and is reported at once; one that
+      // starts slowly (2 workers on a loaded 2-core CI machine took more than 15 s) is waited for.
+      const ready = await waitFor('broker.ready', { ms: 45000 })
       const port = Number(String(ready.listeners[0]).split(':').pop())
       const ca = readFileSync(join(dir, 'certs', 'ca.crt'))
       return {
