@@ -4,14 +4,10 @@ import { dirname, join } from 'node:path'
 import { Aedes, type EngineOptions } from './engine/aedes.js'
 import type { Socket } from 'node:net'
 import { createHooks } from './auth/hooks.js'
+import { createLoginChain } from './auth/login-chain.js'
 import type { Authenticator } from './auth/authenticator.js'
-import { createGoAuthClient, createHttpAuthenticator, type GoAuthClient } from './auth/http-backend.js'
+import { createGoAuthClient, type GoAuthClient } from './auth/http-backend.js'
 import { createMemoryClientIds } from './auth/client-ids.js'
-import { createCredentialCache } from './auth/credential-cache.js'
-import { createReputation } from './auth/reputation.js'
-import { createStoreAuthenticator } from './auth/login.js'
-import { createLockout, type LockoutScope } from './auth/lockout.js'
-import { createLoginQueue } from './auth/login-queue.js'
 import { createSessionRegistry } from './auth/sessions.js'
 import { createHttpAclPolicy } from './acl/http.js'
 import { createMetricsPolicy } from './acl/metrics.js'
@@ -19,7 +15,7 @@ import { createMosquittoAclPolicy } from './acl/mosquitto-acl.js'
 import type { AclPolicy } from './acl/policy.js'
 import { cacheDecisions } from './acl/decision-cache.js'
 import { prepareCertificates } from './certs/prepare.js'
-import type { BastionConfig, CertificateIdentity, ListenerConfig, TlsListenerConfig } from './config/schema.js'
+import type { BastionConfig, CertificateIdentity, ListenerConfig } from './config/schema.js'
 import { createPasswordPool } from './crypto/password-pool.js'
 import { BastionError } from './errors.js'
 import { createLogger, type Logger } from './log.js'
@@ -30,7 +26,7 @@ import { createGuards } from './limits/guards.js'
 import { createLimitReporter } from './limits/report.js'
 import { createHealthCheck, type HealthCheck } from './monitoring/health.js'
 import { startMonitoringServer } from './monitoring/http.js'
-import { timedStore, watchedBackend } from './monitoring/instrument.js'
+import { watchedBackend } from './monitoring/instrument.js'
 import { createMetrics, type BrokerMetrics } from './monitoring/metrics.js'
 import { assertPrivate } from './stores/permissions.js'
 import { createStore } from './stores/create.js'
@@ -148,31 +144,12 @@ export async function createBastion (config: BastionConfig, opts: BastionOptions
   const shared = cluster?.state
   // Where hooks, limits and sessions report what metrics count.
   const eventSink = metrics === undefined ? {} : { onEvent: metrics.onEvent }
-  const lockout = createLockout({
-    ...config.auth.lockout,
-    splitCode: s.type === 'http' || config.auth.totp.required,
-    // The store login checks the code first; an HTTP backend answers for both factors at once.
-    codeFirst: s.type !== 'http' && config.auth.totp.required,
-    log: log.child({ module: 'auth' }),
-    ...(metrics === undefined ? {} : { onLockout: (scope: LockoutScope) => metrics.onEvent({ type: 'lockout', scope }) }),
-    ...(shared === undefined ? {} : { shared: shared.lockout })
+  const chain = createLoginChain(config, {
+    passwords, log, ...(store === undefined ? {} : { store }), ...(backend === undefined ? {} : { backend }),
+    ...(metrics === undefined ? {} : { metrics }), ...(shared === undefined ? {} : { shared: shared.lockout })
   })
-  const credentials = createCredentialCache(config.auth.credentialCache)
-  // Devices that logged in before from where they are now are served first by the queue.
-  const reputation = createReputation({ splitCode: s.type === 'http' || config.auth.totp.required })
-  const queue = createLoginQueue({ ...config.auth.loginQueue, workers: config.auth.workers, priority: (req) => reputation.known(req) })
-  // A locked-out attempt is refused before it queues (no slot, no bcrypt) and once more when it
-  // gets a slot, so guesses that waited see the failures recorded meanwhile. Closing the
-  // outermost authenticator closes every layer.
-  authenticator = reputation.wrap(lockout.wrap(queue.wrap(lockout.recheck(s.type === 'http'
-    ? createHttpAuthenticator(s, log.child({ module: 'auth' }), backend)
-    : createStoreAuthenticator({
-      store: metrics === undefined ? store as UserStore : timedStore(store as UserStore, s.type, metrics),
-      passwords,
-      totp: config.auth.totp,
-      cache: credentials,
-      ...(metrics === undefined ? {} : { onPasswordCheck: (cached: boolean) => metrics.onEvent({ type: 'password_check', cached }) })
-    })))))
+  const { lockout, credentials } = chain
+  authenticator = chain.authenticator
   const prefix = config.acl.metrics.prefix
   // Which listener each socket came in on, for the certificate identity mode of that listener.
   const origin = new WeakMap<object, ListenerConfig>()
@@ -197,7 +174,7 @@ export async function createBastion (config: BastionConfig, opts: BastionOptions
   shared?.onRevoke((user) => { sessions.recheck(user).catch((err: unknown) => log.error({ event: 'session.recheck_error', err }, 'unexpected re-check error')) })
   const serverWillTopic = config.will.serverWill ? (user: string): string => `${prefix}/${user}/Estado` : undefined
   const hooks = createHooks({
-    authenticator,
+    authenticator: chain.authenticator,
     sessions,
     policy,
     clientIdPrefixes: config.auth.clientIdPrefixes,

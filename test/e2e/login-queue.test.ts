@@ -48,10 +48,11 @@ sys.exit(0 if done.wait(8) else 2)
 `
 
 t.test('while the only slot is taken, every client is told the server is busy', async (t) => {
-  // An auth service that takes 3 s for `slow`: its login holds the one slot that long.
+  // An auth service that takes 8 s for `slow`: its login holds the one slot that long, longer
+  // than python3 and mosquitto_pub take to start and connect on a loaded machine (3 s was not).
   const svc: GoAuthService = await startGoAuthService((r) => {
     const slow = String(r.fields.username ?? '').startsWith('slow|')
-    return { body: JSON.stringify({ Ok: true, Error: '' }), ...(slow ? { delayMs: 3000 } : {}) }
+    return { body: JSON.stringify({ Ok: true, Error: '' }), ...(slow ? { delayMs: 8000 } : {}) }
   })
   const h = await startHarness({ auth: { store: { type: 'http', url: svc.url, timeout: 10_000 }, loginQueue: { concurrency: 1, maxWaiting: 0 } } })
   t.teardown(async () => {
