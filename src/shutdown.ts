@@ -28,9 +28,11 @@ export interface DrainTracker {
 // next packet id (client._nextId, 1..65535), and every PUBACK/PUBCOMP ends one.
 interface ClientInternals {
   _nextId: number
-  _parser: { on: (event: 'packet', fn: (p: { cmd: string }) => void) => void }
+  _parser: { on: (event: 'packet', fn: (this: ParserInternals, p: { cmd: string }) => void) => void }
   conn: { writableLength?: number }
 }
+/** aedes points each client's parser back at its client (`parser.client`; its own packet handler reads it). */
+interface ParserInternals { client?: Client }
 const IDS = 65535
 interface AckCount { firstId: number; acks: number }
 
@@ -78,11 +80,16 @@ export function trackDeliveries (broker: Aedes): DrainTracker {
     })
   }
 
+  // One listener function for every client's parser (`this`), not a closure per connection.
+  function countAck (this: ParserInternals, p: { cmd: string }): void {
+    if (p.cmd !== 'puback' && p.cmd !== 'pubcomp') return
+    const count = this.client === undefined ? undefined : acks.get(this.client)
+    if (count !== undefined) count.acks++
+  }
   broker.on('client', (client) => {
     const internals = client as unknown as ClientInternals
-    const count: AckCount = { firstId: internals._nextId, acks: 0 }
-    acks.set(client, count)
-    internals._parser.on('packet', (p) => { if (p.cmd === 'puback' || p.cmd === 'pubcomp') count.acks++ })
+    acks.set(client, { firstId: internals._nextId, acks: 0 })
+    internals._parser.on('packet', countAck)
   })
 
   function unacked (client: Client): number {

@@ -119,7 +119,9 @@ export function createSessionRegistry (opts: SessionOptions): SessionRegistry {
   const revoked = new WeakSet<Client>()
   // Ended by endAll(): no will, but their sessions stay theirs to resume.
   const told = new WeakSet<Client>()
-  const grants = new WeakMap<Client, SessionGrant>()
+  // The holder each admitted client was given (the same object `holders` maps its id to), so
+  // registered() can put it back: one object per session, not a grant and a holder.
+  const grants = new WeakMap<Client, Holder>()
   let lastSweep = Date.now()
   let timer: NodeJS.Timeout | undefined
   let refresher: NodeJS.Timeout | undefined
@@ -222,11 +224,13 @@ export function createSessionRegistry (opts: SessionOptions): SessionRegistry {
       // A socket that closed while the login was being checked has fired 'close' already:
       // holding it would keep the client until the next sweep (found by the fuzzer).
       if (client.closed || conn.destroyed === true) return undefined
-      const kept: SessionGrant = { user: grant.user, remote: grant.remote, ...(grant.fingerprint === undefined ? {} : { fingerprint: grant.fingerprint }) }
-      grants.set(client, kept)
-      holders.set(client.id, { ...kept, client, until: Infinity })
+      const holder: Holder = { user: grant.user, remote: grant.remote, ...(grant.fingerprint === undefined ? {} : { fingerprint: grant.fingerprint }), client, until: Infinity }
+      grants.set(client, holder)
+      holders.set(client.id, holder)
       // The socket's close covers every way out: DISCONNECT, drop, takeover, refusal after login.
-      if (typeof conn.once === 'function') conn.once('close', () => release(client))
+      // `on`, not `once`: a socket closes once, and once() would add a wrapper per connection;
+      // a second 'close' would find the id no longer this client's and release nothing.
+      if (typeof conn.on === 'function') conn.on('close', () => release(client))
       sweep(now)
       return undefined
     },
@@ -245,9 +249,10 @@ export function createSessionRegistry (opts: SessionOptions): SessionRegistry {
       return 'clientid_taken'
     },
     registered (client) {
-      const grant = grants.get(client)
-      if (grant === undefined || client.closed || holders.get(client.id)?.client === client) return
-      holders.set(client.id, { ...grant, client, until: Infinity })
+      const holder = grants.get(client)
+      if (holder === undefined || client.closed || holders.get(client.id)?.client === client) return
+      // Holders are replaced, never changed: this is still the one admit() made for `client`.
+      holders.set(client.id, holder)
     },
     isRevoked: (client) => revoked.has(client) || told.has(client),
     endAll () {

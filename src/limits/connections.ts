@@ -27,18 +27,30 @@ export interface ConnectionLimiter {
 export function createConnectionLimiter (limits: ConnectionLimits, report: LimitReporter): ConnectionLimiter {
   let total = 0
   const perIp = new Map<string, number>()
-  const held = new WeakSet<Socket>()
+  // Each counted socket until it closes: the address it was admitted under, or `true` while it
+  // is held (counted in the total only, its PROXY header not read yet).
+  const counted = new WeakMap<Socket, string | true>()
 
   function refuse (scope: 'total' | 'ip', remote: string, limit: number): false {
     report.hit('connections', remote, 'warn', { scope, remote, limit }, scope === 'total' ? 'connection refused: too many connections' : 'connection refused: too many connections from this address')
     return false
   }
 
-  /** Counts `socket` in the total until it closes. */
-  function count (socket: Socket): void {
-    total++
-    // The accepted socket emits 'close' once, also when TLS took over its handle.
-    socket.once('close', () => { total-- })
+  /**
+   * Gives a closed socket's slots back. One function for every socket (its `this`), so a
+   * connection costs a listener slot, not a closure and a once() wrapper per count. The
+   * accepted socket emits 'close' once, also when TLS took over its handle; the entry is
+   * dropped first, so nothing is given back twice.
+   */
+  function onClose (this: Socket): void {
+    const remote = counted.get(this)
+    if (remote === undefined) return
+    counted.delete(this)
+    total--
+    if (remote === true) return
+    const left = (perIp.get(remote) ?? 1) - 1
+    if (left <= 0) perIp.delete(remote)
+    else perIp.set(remote, left)
   }
 
   return {
@@ -46,25 +58,25 @@ export function createConnectionLimiter (limits: ConnectionLimits, report: Limit
       const remote = socket.remoteAddress
       if (remote === undefined || socket.destroyed) return false
       if (total >= limits.maxConnections) return refuse('total', remote, limits.maxConnections)
-      count(socket)
-      held.add(socket)
+      total++
+      counted.set(socket, true)
+      socket.on('close', onClose)
       return true
     },
     admit (socket) {
       const remote = socket.remoteAddress
       // Reset before we saw it: nothing to count and nobody to answer.
       if (remote === undefined || socket.destroyed) return false
-      const counted = held.has(socket)
-      if (!counted && total >= limits.maxConnections) return refuse('total', remote, limits.maxConnections)
+      const held = counted.get(socket) === true
+      if (!held && total >= limits.maxConnections) return refuse('total', remote, limits.maxConnections)
       const fromIp = perIp.get(remote) ?? 0
       if (limits.maxConnectionsPerIp > 0 && fromIp >= limits.maxConnectionsPerIp) return refuse('ip', remote, limits.maxConnectionsPerIp)
-      if (!counted) count(socket)
+      if (!held) {
+        total++
+        socket.on('close', onClose)
+      }
       perIp.set(remote, fromIp + 1)
-      socket.once('close', () => {
-        const left = (perIp.get(remote) ?? 1) - 1
-        if (left <= 0) perIp.delete(remote)
-        else perIp.set(remote, left)
-      })
+      counted.set(socket, remote)
       return true
     },
     open (address) {

@@ -32,6 +32,17 @@ export async function startTlsListener (cfg: TlsListenerConfig, handle: Connecti
     return false
   }
 
+  /**
+   * After the handshake a handshake_failure alert can only answer our no_renegotiation: an
+   * OpenSSL client (Node's too) gives up that way when its renegotiation is refused, and the
+   * socket closes. A client that accepts the refusal keeps its connection, unlogged. One
+   * function for every socket (`this`), not a closure per connection: the socket keeps the
+   * address it had when accepted (read there; behind a proxy, carryPeer's).
+   */
+  function onSocketError (this: TLSSocket, err: NodeJS.ErrnoException): void {
+    if (err.code === 'ERR_SSL_SSLV3_ALERT_HANDSHAKE_FAILURE') refused('tls.renegotiation_refused', this.remoteAddress, 'NO_RENEGOTIATION', 'TLS renegotiation refused')
+  }
+
   const server = createServer({
     ...contextOptions(cfg),
     ...(limits === undefined ? {} : { handshakeTimeout: limits.tlsHandshakeTimeout }),
@@ -47,12 +58,7 @@ export async function startTlsListener (cfg: TlsListenerConfig, handle: Connecti
       socket.destroy()
       return
     }
-    socket.on('error', (err: NodeJS.ErrnoException) => {
-      // After the handshake a handshake_failure alert can only answer our no_renegotiation: an
-      // OpenSSL client (Node's too) gives up that way when its renegotiation is refused, and
-      // the socket closes. A client that accepts the refusal keeps its connection, unlogged.
-      if (err.code === 'ERR_SSL_SSLV3_ALERT_HANDSHAKE_FAILURE') refused('tls.renegotiation_refused', remote, 'NO_RENEGOTIATION', 'TLS renegotiation refused')
-    })
+    socket.on('error', onSocketError)
     handle(socket)
   })
 
