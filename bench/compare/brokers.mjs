@@ -66,11 +66,14 @@ export function setupFiles (dir, { reps, idle, connects, cold }) {
     for (const i of range(connects)) add(`r${r}c${i}`, hash4)
     for (const i of range(cold)) add(`r${r}k${i}`, hash12)
   }
-  const fullDir = join(dir, 'full')
-  mkdirSync(fullDir, { mode: 0o700 })
-  writeOurConfig(fullDir, 0, {}) // the CLI needs the config to find data/users.db
   writeFileSync(join(dir, 'users.jsonl'), lines.join('\n') + '\n', { mode: 0o600 })
-  execFileSync(process.execPath, [CLI, 'user', 'import', join(dir, 'users.jsonl'), '--config', join(fullDir, 'bastion.json')], { stdio: 'pipe' })
+  // The same users in two stores: "full" and "full behind HAProxy" each claim every code once.
+  for (const folder of ['full', 'haproxy']) {
+    const fullDir = join(dir, folder)
+    mkdirSync(fullDir, { mode: 0o700 })
+    writeOurConfig(fullDir, 0, {}) // the CLI needs the config to find data/users.db
+    execFileSync(process.execPath, [CLI, 'user', 'import', join(dir, 'users.jsonl'), '--config', join(fullDir, 'bastion.json')], { stdio: 'pipe' })
+  }
   return { dir, secrets, ca: readFileSync(join(dir, 'certs', 'ca.crt'), 'utf8') }
 }
 
@@ -112,14 +115,13 @@ export function brokerKinds (files) {
     idle: (rep, n) => range(n).map((i) => ({ clientId: `r${rep}-idle${i}`, username: `dev${i % MOSQ_DEVICES}`, password: PASSWORD })),
     connects: (rep, n, tag = 'c') => range(n).map((i) => ({ clientId: `r${rep}-${tag}${i}`, username: `dev${i % MOSQ_DEVICES}`, password: PASSWORD }))
   }
-  // The password-file setup; `listeners` replaces the one TLS listener (ours behind HAProxy).
-  const ourPasswdStart = (key, port, aclFile, listeners) => {
+  // The password-file setup.
+  const ourPasswdStart = (key, port, aclFile) => {
     const folder = join(files.dir, `ours-${key}`)
     mkdirSync(folder, { recursive: true, mode: 0o700 })
     copyFileSync(join(files.dir, 'passwd'), join(folder, 'passwd'))
     chmodSync(join(folder, 'passwd'), 0o600) // we refuse a password file others can read
     const config = writeOurConfig(folder, port, {
-      ...(listeners === undefined ? {} : { listeners }),
       auth: { store: { type: 'mosquitto-passwd', path: 'passwd' } },
       acl: { policy: 'mosquitto-acl', file: join(files.dir, aclFile) }
     })
@@ -167,19 +169,22 @@ export function brokerKinds (files) {
     // line matching every topic, with the password-file logins of the column above.
     allow: ourPasswdKind('allow', 'ours, allow-all ACL file', 'acl-allow-all'),
     // Ours behind HAProxy: HAProxy (C, OpenSSL) terminates TLS 1.3 on `port` and forwards each
-    // connection with a PROXY v2 header to our plain tcp listener, which trusts 127.0.0.1; ours
-    // does MQTT only, with the password-file setup above. The config must still have one tls
-    // listener (schema): on port 0, unused. Both processes are pinned to the broker's core.
+    // connection with a PROXY v2 header to our plain tcp listener, which trusts 127.0.0.1 and is
+    // our only listener; ours does MQTT only, with the full setup (its own copy of the users, so
+    // the codes "full" claims do not refuse these logins). Both processes are pinned to the
+    // broker's core.
     haproxy: {
-      key: 'haproxy', label: `ours behind HAProxy ${haproxyVersion()}`, ours: true,
-      creds: mosqCreds,
+      key: 'haproxy', label: `ours, full, behind HAProxy ${haproxyVersion()}`, ours: true,
+      creds: fullCreds(files.secrets),
       async start (port) {
         const tcpPort = await freePort()
-        const broker = ourPasswdStart('haproxy', port, 'acl', [
-          { type: 'tls', host: '127.0.0.1', port: 0, cert: '../certs/server.crt', key: '../certs/server.key', minVersion: 'TLSv1.3' },
-          { type: 'tcp', host: '127.0.0.1', port: tcpPort, proxyProtocol: { trusted: ['127.0.0.1'] } }
-        ])
-        return { ...broker, companion: { name: 'haproxy', ...haproxyCommand(join(files.dir, 'haproxy'), port, tcpPort) } }
+        const config = writeOurConfig(join(files.dir, 'haproxy'), port, {
+          listeners: [{ type: 'tcp', host: '127.0.0.1', port: tcpPort, proxyProtocol: { trusted: ['127.0.0.1'] } }]
+        })
+        return {
+          command: process.execPath, args: [...NODE_ARGS, CLI, 'start', '--config', config], ready: /"event":"broker\.ready"/,
+          companion: { name: 'haproxy', ...haproxyCommand(join(files.dir, 'haproxy-proxy'), port, tcpPort) }
+        }
       }
     }
   }
