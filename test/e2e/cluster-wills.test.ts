@@ -18,9 +18,16 @@ const WILL_WITHIN_MS = 15_000
 // After the first copy, a second one would come from another survivor's pass: 4 heartbeats.
 const NO_SECOND_MS = 4 * HEARTBEAT_S * 1000
 
+// Where a step must be done before the survivors count the node as dead (a device back first, a
+// user disabled while the node hung): 5 s heartbeats, so 15 s and more of room on a loaded machine
+// instead of 3 s; the sweep then comes within about 20 s.
+const SLOW_HEARTBEAT_S = 5
+const SLOW_WILL_WITHIN_MS = 40_000
+const SLOW_NO_SECOND_MS = 5000
+
 /** `count` nodes on one keyPrefix (one per test: no test sees another's wills). */
-async function nodes (t: { teardown: (fn: () => void) => void }, prefix: string, count: number): Promise<CliBroker[]> {
-  const cfg = folder.config(['  recheckInterval: 3600', 'cluster:', `  heartbeatInterval: ${HEARTBEAT_S}`,
+async function nodes (t: { teardown: (fn: () => void) => void }, prefix: string, count: number, heartbeat = HEARTBEAT_S): Promise<CliBroker[]> {
+  const cfg = folder.config(['  recheckInterval: 3600', 'cluster:', `  heartbeatInterval: ${heartbeat}`,
     `  redis: { host: 127.0.0.1, port: ${redis.port}, keyPrefix: '${prefix}:' }`])
   const started: CliBroker[] = []
   t.teardown(() => { for (const n of started) n.kill() })
@@ -140,7 +147,7 @@ t.test('with two survivors, each will of the killed node is published once betwe
 })
 
 t.test('a device back on another node before the sweep gets no stale will', async (t) => {
-  const [a, b] = await nodes(t, 'wills-back', 2) as [CliBroker, CliBroker]
+  const [a, b] = await nodes(t, 'wills-back', 2, SLOW_HEARTBEAT_S) as [CliBroker, CliBroker]
   await folder.addUser('w3')
   const watcher = await b.connect('w3', { clientId: 'w3-watcher' })
   t.teardown(() => watcher.end(true))
@@ -155,15 +162,15 @@ t.test('a device back on another node before the sweep gets no stale will', asyn
   const back = await b.connect('w3', { clientId: 'w3-sensor', will: willOf('w3') })
   const plainBack = await b.connect('w3', { clientId: 'w3-plain' })
   t.teardown(() => { back.end(true); plainBack.end(true) })
-  t.match(await b.waitFor('will.dropped', { ms: WILL_WITHIN_MS, match: (l) => l.kind === undefined }), { clientId: 'w3-sensor', reason: 'reconnected' })
-  t.match(await b.waitFor('will.dropped', { ms: WILL_WITHIN_MS, match: (l) => l.kind === 'server' }), { clientId: 'w3-plain', reason: 'reconnected' })
-  await sleep(NO_SECOND_MS)
+  t.match(await b.waitFor('will.dropped', { ms: SLOW_WILL_WITHIN_MS, match: (l) => l.kind === undefined }), { clientId: 'w3-sensor', reason: 'reconnected' })
+  t.match(await b.waitFor('will.dropped', { ms: SLOW_WILL_WITHIN_MS, match: (l) => l.kind === 'server' }), { clientId: 'w3-plain', reason: 'reconnected' })
+  await sleep(SLOW_NO_SECOND_MS)
   t.same(got, [], 'no will and no server will: both devices are online')
   t.equal(back.connected, true)
 })
 
 t.test('a user disabled before the node was killed: its device\'s will is not published', async (t) => {
-  const [a, b] = await nodes(t, 'wills-off', 2) as [CliBroker, CliBroker]
+  const [a, b] = await nodes(t, 'wills-off', 2, SLOW_HEARTBEAT_S) as [CliBroker, CliBroker]
   await folder.addUser('w4')
   // A watcher of w4's own would be cut by the disable too: the sweep's log lines tell instead.
   const device = await a.connect('w4', { clientId: 'w4-sensor', will: willOf('w4') })
@@ -174,11 +181,11 @@ t.test('a user disabled before the node was killed: its device\'s will is not pu
   // A hangs (it cannot end the session when told), the user is disabled, then A dies.
   a.proc.kill('SIGSTOP')
   const r = await folder.cli('user', 'disable', 'w4', '--config', folder.config(['  recheckInterval: 3600', 'cluster:',
-    `  heartbeatInterval: ${HEARTBEAT_S}`, `  redis: { host: 127.0.0.1, port: ${redis.port}, keyPrefix: 'wills-off:' }`]))
+    `  heartbeatInterval: ${SLOW_HEARTBEAT_S}`, `  redis: { host: 127.0.0.1, port: ${redis.port}, keyPrefix: 'wills-off:' }`]))
   t.equal(r.code, 0, r.stderr)
   await crash(a)
-  t.match(await b.waitFor('will.dropped', { ms: WILL_WITHIN_MS, match: (l) => l.kind === undefined }), { user: 'w4', clientId: 'w4-sensor', reason: 'disabled' })
-  t.match(await b.waitFor('will.dropped', { ms: WILL_WITHIN_MS, match: (l) => l.kind === 'server' }), { user: 'w4', clientId: 'w4-plain', reason: 'disabled' })
+  t.match(await b.waitFor('will.dropped', { ms: SLOW_WILL_WITHIN_MS, match: (l) => l.kind === undefined }), { user: 'w4', clientId: 'w4-sensor', reason: 'disabled' })
+  t.match(await b.waitFor('will.dropped', { ms: SLOW_WILL_WITHIN_MS, match: (l) => l.kind === 'server' }), { user: 'w4', clientId: 'w4-plain', reason: 'disabled' })
   await sleep(NO_SECOND_MS)
   t.same(b.logs.filter((l) => l.event === 'will.published'), [], 'nothing published')
 })
