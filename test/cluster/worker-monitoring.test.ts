@@ -12,19 +12,9 @@ import { initCertificates } from '../../src/certs/issue.js'
 import { createPrimaryMonitoring, notReady, type WorkerView } from '../../src/cluster/worker-monitoring.js'
 import { createMetrics, type BrokerMetrics } from '../../src/monitoring/metrics.js'
 import { scratch } from '../helpers/scratch.js'
+import { sample } from '../helpers/prometheus.js'
 
 const folder = scratch('bastion-worker-monitoring-')
-
-/** The value of one sample in Prometheus text, or undefined when the series is absent. */
-function sample (text: string, name: string, labels: Record<string, string> = {}): number | undefined {
-  for (const line of text.split('\n')) {
-    const m = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$/.exec(line)
-    if (m === null || m[1] !== name) continue
-    const have = Object.fromEntries([...(m[2] ?? '').matchAll(/(\w+)="([^"]*)"/g)].map((x) => [x[1], x[2]]))
-    if (Object.entries(labels).every(([k, v]) => have[k] === v)) return Number(m[3])
-  }
-  return undefined
-}
 
 /** A worker's metrics with `logins` logins, `clients` connected and a certificate valid `days`. */
 async function worker (logins: number, clients: number, days: number): Promise<{ metrics: BrokerMetrics; expiry: number }> {

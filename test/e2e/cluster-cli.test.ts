@@ -5,7 +5,7 @@
 import t from 'tap'
 import { spawn } from 'node:child_process'
 import { createServer } from 'node:net'
-import { CLI, cliBrokerFolder } from '../helpers/cli-broker.js'
+import { CLI, cliBrokerFolder, publishAcross } from '../helpers/cli-broker.js'
 import { startRedisServer } from '../helpers/redis-server.js'
 
 const redis = await startRedisServer()
@@ -24,19 +24,8 @@ t.test('a device on node A publishes QoS 1, a subscriber on node B receives ever
   t.not(joinedA.brokerId, joinedB.brokerId, 'two broker ids')
   t.match(joinedA.node, new RegExp(`-${a.proc.pid}$`), 'node id: hostname-pid')
 
-  const sub = await b.connect('alice', { clientId: 'alice-dashboard' })
-  await sub.subscribeAsync('metrics/alice/#', { qos: 1 })
   const N = 20
-  const got: string[] = []
-  const all = new Promise<void>((resolve) => {
-    sub.on('message', (_topic, payload) => { got.push(payload.toString()); if (got.length === N) resolve() })
-  })
-  const device = await a.connect('alice', { clientId: 'alice-sensor' })
-  for (let i = 0; i < N; i++) await device.publishAsync('metrics/alice/Temperatura', String(i), { qos: 1 })
-  await Promise.race([all, new Promise((resolve) => setTimeout(resolve, 10_000))])
-  t.same(got, Array.from({ length: N }, (_, i) => String(i)))
-  await device.endAsync()
-  await sub.endAsync()
+  t.same(await publishAcross(a, b, 'alice', N), Array.from({ length: N }, (_, i) => String(i)))
 
   for (const node of [a, b]) {
     node.proc.kill('SIGTERM')

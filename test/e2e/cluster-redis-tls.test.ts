@@ -11,7 +11,7 @@ import { pino } from 'pino'
 import { initCertificates, issueClientCertificate } from '../../src/certs/issue.js'
 import { startClusterEngine } from '../../src/cluster/engine.js'
 import { parseCluster } from '../../src/config/cluster.js'
-import { cliBrokerFolder, type CliBroker } from '../helpers/cli-broker.js'
+import { cliBrokerFolder, type CliBroker, publishAcross } from '../helpers/cli-broker.js'
 import { startRedisServer } from '../helpers/redis-server.js'
 
 // `optional`: a client certificate is checked when one is given; `yes`: one is required.
@@ -60,19 +60,8 @@ t.test('two nodes on a TLS-only Redis: a device on A publishes QoS 1, a subscrib
   t.equal(joinedA.redis, `rediss://127.0.0.1:${optional.port}`, 'the address says TLS')
   t.not(joinedA.brokerId, joinedB.brokerId)
 
-  const sub = await b.connect('alice', { clientId: 'alice-dashboard' })
-  await sub.subscribeAsync('metrics/alice/#', { qos: 1 })
   const N = 10
-  const got: string[] = []
-  const all = new Promise<void>((resolve) => {
-    sub.on('message', (_topic, payload) => { got.push(payload.toString()); if (got.length === N) resolve() })
-  })
-  const device = await a.connect('alice', { clientId: 'alice-sensor' })
-  for (let i = 0; i < N; i++) await device.publishAsync('metrics/alice/Temperatura', String(i), { qos: 1 })
-  await Promise.race([all, new Promise((resolve) => setTimeout(resolve, 10_000))])
-  t.same(got, Array.from({ length: N }, (_, i) => String(i)), 'all of them, once, in order')
-  await device.endAsync()
-  await sub.endAsync()
+  t.same(await publishAcross(a, b, 'alice', N), Array.from({ length: N }, (_, i) => String(i)), 'all of them, once, in order')
   noKeyMaterial(t, [a, b])
 
   for (const node of [a, b]) {

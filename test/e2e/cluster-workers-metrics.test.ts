@@ -10,6 +10,7 @@ import { join } from 'node:path'
 import type { MqttClient } from 'mqtt'
 import { CLI, cliBrokerFolder } from '../helpers/cli-broker.js'
 import { startRedisServer } from '../helpers/redis-server.js'
+import { sample } from '../helpers/prometheus.js'
 
 const redis = await startRedisServer()
 t.teardown(() => redis.close())
@@ -43,17 +44,6 @@ async function get (url: string): Promise<{ status: number; body: string }> {
   // Past prom-client's 5 s bound on a worker's answer.
   const res = await fetch(url, { signal: AbortSignal.timeout(10_000) })
   return { status: res.status, body: await res.text() }
-}
-
-/** The value of one sample in Prometheus text, or undefined when the series is absent. */
-function sample (text: string, name: string, labels: Record<string, string> = {}): number | undefined {
-  for (const line of text.split('\n')) {
-    const m = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$/.exec(line)
-    if (m === null || m[1] !== name) continue
-    const have = Object.fromEntries([...(m[2] ?? '').matchAll(/(\w+)="([^"]*)"/g)].map((x) => [x[1], x[2]]))
-    if (Object.entries(labels).every(([k, v]) => have[k] === v)) return Number(m[3])
-  }
-  return undefined
 }
 
 /** Polls `url` until it answers `status`, every 100 ms for at most `ms`; the last answer. */

@@ -9,6 +9,7 @@ import mysql from 'mysql2/promise'
 import { flaskLike, startGoAuthService, type Reply } from '../helpers/go-auth-service.js'
 import { events, nextMessage, PASSWORD, pubackCode, startHarness, subackCode, type Harness } from '../helpers/harness.js'
 import { startMariaDb } from '../helpers/mariadb.mjs'
+import { sample } from '../helpers/prometheus.js'
 
 const MONITORING = { enabled: true, port: 0 }
 
@@ -17,17 +18,6 @@ async function get (h: Harness, path: string): Promise<{ status: number; type: s
   if (m === undefined) throw new Error('monitoring is off in this broker')
   const res = await fetch(`http://${m.host}:${m.port}${path}`, { signal: AbortSignal.timeout(5000) })
   return { status: res.status, type: res.headers.get('content-type'), body: await res.text() }
-}
-
-/** The value of one sample in Prometheus text, or undefined when the series is absent. */
-function sample (text: string, name: string, labels: Record<string, string> = {}): number | undefined {
-  for (const line of text.split('\n')) {
-    const m = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$/.exec(line)
-    if (m === null || m[1] !== name) continue
-    const have = Object.fromEntries([...(m[2] ?? '').matchAll(/(\w+)="([^"]*)"/g)].map((x) => [x[1], x[2]]))
-    if (Object.entries(labels).every(([k, v]) => have[k] === v)) return Number(m[3])
-  }
-  return undefined
 }
 
 async function metrics (h: Harness): Promise<string> {

@@ -143,3 +143,24 @@ export async function cliBrokerFolder (opts: { certDays?: number } = {}): Promis
   folder.config()
   return folder
 }
+
+/**
+ * `user`'s device on node `a` publishes "0" … "n-1" at QoS 1 to its Temperatura leaf while its
+ * dashboard on node `b` subscribes to its branch: what the dashboard got within 10 s, in order.
+ */
+export async function publishAcross (a: CliBroker, b: CliBroker, user: string, n: number): Promise<string[]> {
+  const sub = await b.connect(user, { clientId: `${user}-dashboard` })
+  await sub.subscribeAsync(`metrics/${user}/#`, { qos: 1 })
+  const got: string[] = []
+  const all = new Promise<void>((resolve) => {
+    sub.on('message', (_topic, payload) => { got.push(payload.toString()); if (got.length === n) resolve() })
+  })
+  const device = await a.connect(user, { clientId: `${user}-sensor` })
+  for (let i = 0; i < n; i++) await device.publishAsync(`metrics/${user}/Temperatura`, String(i), { qos: 1 })
+  let timer: NodeJS.Timeout | undefined
+  await Promise.race([all, new Promise((resolve) => { timer = setTimeout(resolve, 10_000) })])
+  clearTimeout(timer)
+  await device.endAsync()
+  await sub.endAsync()
+  return got
+}
