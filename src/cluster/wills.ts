@@ -9,6 +9,7 @@ import { createRequire } from 'node:module'
 import type { Aedes, Client, PublishPacket } from 'aedes'
 import type { Redis } from 'ioredis'
 import type { Logger } from '../log.js'
+import { createLogGate } from '../log-gate.js'
 import type { UserStore } from '../stores/store.js'
 import { serverWillPacket } from '../auth/server-will.js'
 import { createServerWillTable, type ClaimedServerWill } from './server-wills.js'
@@ -100,13 +101,11 @@ export function createWillSweeper (opts: WillSweeperOptions): WillSweeper {
   persistence.streamWill = async function * () {}
   db.defineCommand('bastionClaimWill', { numberOfKeys: 3, lua: CLAIM })
   // A write that fails leaves at worst a server will unpublished or one for a device that left
-  // cleanly: logged, once per outage (the connection logs the outage itself).
-  let tableFailed = false
+  // cleanly: logged once a minute (the connection logs the outage itself).
+  const entryLines = createLogGate()
   const serverWills = createServerWillTable(db, brokerId, (err) => {
-    if (tableFailed) return
-    tableFailed = true
-    log.warn({ event: 'will.server_entry_failed', reason: err.message }, 'server will entry not written to Redis')
-    setTimeout(() => { tableFailed = false }, 60_000).unref()
+    const open = entryLines.pass('server_entry')
+    if (open !== undefined) log.warn({ event: 'will.server_entry_failed', reason: err.message, ...(open.suppressed > 0 ? { suppressed: open.suppressed } : {}) }, 'server will entry not written to Redis')
   })
 
   const lastSeen = new Map<string, number>()
@@ -156,21 +155,21 @@ export function createWillSweeper (opts: WillSweeperOptions): WillSweeper {
   async function sweepNow (): Promise<void> {
     const now = Date.now()
     const keys = (await db.lrange(WILLS_LIST, 0, -1)).filter((k) => dead(k.split(':')[1] ?? '', now))
-    let next = 0
-    const worker = async (): Promise<void> => {
-      while (next < keys.length && !closed) await sweepOne(keys[next++] as string)
-    }
-    await Promise.all(Array.from({ length: Math.min(CONCURRENCY, keys.length) }, worker))
+    await bounded(keys, sweepOne)
     if (serverWillOf === undefined) return
     for (const id of (await serverWills.brokers()).filter((b) => dead(b, now))) {
-      const ids = await serverWills.clientIds(id)
-      let i = 0
-      const claimer = async (): Promise<void> => {
-        while (i < ids.length && !closed) await sweepServerWill(id, ids[i++] as string)
-      }
-      await Promise.all(Array.from({ length: Math.min(CONCURRENCY, ids.length) }, claimer))
+      await bounded(await serverWills.clientIds(id), async (clientId) => { await sweepServerWill(id, clientId) })
       if (!closed) await serverWills.retireIfEmpty(id)
     }
+  }
+
+  /** `fn` over `items`, CONCURRENCY at a time, until done or closed. */
+  async function bounded (items: string[], fn: (item: string) => Promise<void>): Promise<void> {
+    let next = 0
+    const lane = async (): Promise<void> => {
+      while (next < items.length && !closed) await fn(items[next++] as string)
+    }
+    await Promise.all(Array.from({ length: Math.min(CONCURRENCY, items.length) }, lane))
   }
 
   /** Why a will of `user` for `clientId` is not published; undefined: it is. */
