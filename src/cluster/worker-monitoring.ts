@@ -89,6 +89,7 @@ export function createPrimaryMonitoring (opts: PrimaryMonitoringOptions): Primar
   const waiting = new Map<number, { worker: WorkerView['worker']; resolve: (problem: string | undefined) => void }>()
   let nextId = 0
   let inFlight: Promise<string | undefined> | undefined
+  let scraping: Promise<string> | undefined
 
   const onMessage = (_worker: Worker, m: Partial<HealthAnswer> | null): void => {
     if (m?.bastion !== 'health' || typeof m.id !== 'number') return
@@ -136,7 +137,10 @@ export function createPrimaryMonitoring (opts: PrimaryMonitoringOptions): Primar
         const problem = notReady(opts.workers())
         if (problem !== undefined) return { unavailable: problem }
         try {
-          return await aggregator.clusterMetrics()
+          // Shared like the health probe: a burst of scrapes asks each worker once, not once
+          // per request (prom-client keeps a record of each request that times out).
+          scraping ??= aggregator.clusterMetrics().finally(() => { scraping = undefined })
+          return await scraping
         } catch (err) {
           // prom-client: 'Operation timed out.', or a worker's own error.
           return { unavailable: `not every worker answered: ${(err as Error).message}` }
