@@ -1,11 +1,9 @@
 // The `cluster` key: several brokers sharing routing and sessions through one Redis
 // (docs/cluster.md). Absent, the broker is a single node exactly as before.
 import { createPrivateKey, X509Certificate, type KeyObject } from 'node:crypto'
-import { readFileSync } from 'node:fs'
 import { isIP } from 'node:net'
 import { availableParallelism, hostname } from 'node:os'
-import { resolve } from 'node:path'
-import { fail, host, int, object, str, type Raw } from './fields.js'
+import { fail, host, int, object, readNamedFile, secret, str, type Raw } from './fields.js'
 
 export interface RedisConfig {
   readonly host: string
@@ -80,38 +78,9 @@ export function defaultNodeId (): string {
   return `${hostname().replace(/[^A-Za-z0-9._-]/g, '-').slice(0, 50)}-${process.pid}`
 }
 
-function password (raw: Raw, base: string, env: NodeJS.ProcessEnv): string | undefined {
-  const p = 'cluster.redis'
-  const sources = ['password', 'passwordFile', 'passwordEnv'].filter((k) => raw[k] !== undefined)
-  if (sources.length > 1) fail(p, `give one of password, passwordFile, passwordEnv (got ${sources.join(', ')})`)
-  if (raw.password !== undefined) return str(raw, 'password', `${p}.password`)
-  if (raw.passwordFile !== undefined) {
-    const file = resolve(base, str(raw, 'passwordFile', `${p}.passwordFile`))
-    try {
-      return readFileSync(file, 'utf8').replace(/\r?\n$/, '')
-    } catch (err) {
-      fail(`${p}.passwordFile`, `cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`)
-    }
-  }
-  if (raw.passwordEnv !== undefined) {
-    const name = str(raw, 'passwordEnv', `${p}.passwordEnv`)
-    const value = env[name]
-    if (value === undefined) fail(`${p}.passwordEnv`, `environment variable ${name} is not set`)
-    return value
-  }
-  return undefined
-}
-
 /** One PEM file of `cluster.redis.tls`, resolved against the config's folder and read now. */
 function pemFile (raw: Raw, key: 'ca' | 'cert' | 'key', base: string): { file: string; text: string } | undefined {
-  if (raw[key] === undefined) return undefined
-  const path = `cluster.redis.tls.${key}`
-  const file = resolve(base, str(raw, key, path))
-  try {
-    return { file, text: readFileSync(file, 'utf8') }
-  } catch (err) {
-    fail(path, `cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`)
-  }
+  return raw[key] === undefined ? undefined : readNamedFile(raw, key, `cluster.redis.tls.${key}`, base)
 }
 
 function certificate (pem: { file: string; text: string }, path: string): X509Certificate {
@@ -186,7 +155,7 @@ export function parseCluster (value: unknown, base: string, env: NodeJS.ProcessE
   if (!NODE_ID.test(nodeId)) fail('cluster.nodeId', `"${nodeId}" may hold only letters, digits, . _ - (at most 64)`)
   const keyPrefix = str(redis, 'keyPrefix', 'cluster.redis.keyPrefix', 'bastion:')
   if (!KEY_PREFIX.test(keyPrefix)) fail('cluster.redis.keyPrefix', `"${keyPrefix}" may hold only letters, digits, . _ : - (at most 64)`)
-  const pw = password(redis, base, env)
+  const pw = secret(redis, 'cluster.redis', base, env)
   const tls = parseTls(redis.tls, base)
   return Object.freeze({
     nodeId,

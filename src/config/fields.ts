@@ -1,5 +1,7 @@
 // The typed field readers every config section is validated with: each failure names its key.
+import { readFileSync } from 'node:fs'
 import { isIP } from 'node:net'
+import { resolve } from 'node:path'
 import { BastionError } from '../errors.js'
 
 export type Raw = Record<string, unknown>
@@ -49,3 +51,29 @@ export function host (raw: Raw, path: string, def: string): string {
   return h
 }
 
+
+/** A file a key names, resolved against the config's folder and read now: its path and text. */
+export function readNamedFile (raw: Raw, key: string, path: string, base: string): { file: string; text: string } {
+  const file = resolve(base, str(raw, key, path))
+  try {
+    return { file, text: readFileSync(file, 'utf8') }
+  } catch (err) {
+    fail(path, `cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`)
+  }
+}
+
+/**
+ * A secret given as `password`, `passwordFile` (read now, without its last line break) or
+ * `passwordEnv` (the name of an environment variable), at most one of them; undefined: none.
+ */
+export function secret (raw: Raw, path: string, base: string, env: NodeJS.ProcessEnv): string | undefined {
+  const sources = ['password', 'passwordFile', 'passwordEnv'].filter((k) => raw[k] !== undefined)
+  if (sources.length > 1) fail(path, `give one of password, passwordFile, passwordEnv (got ${sources.join(', ')})`)
+  if (raw.password !== undefined) return str(raw, 'password', `${path}.password`)
+  if (raw.passwordFile !== undefined) return readNamedFile(raw, 'passwordFile', `${path}.passwordFile`, base).text.replace(/\r?\n$/, '')
+  if (raw.passwordEnv === undefined) return undefined
+  const name = str(raw, 'passwordEnv', `${path}.passwordEnv`)
+  const value = env[name]
+  if (value === undefined) fail(`${path}.passwordEnv`, `environment variable ${name} is not set`)
+  return value
+}

@@ -1,8 +1,7 @@
 // The `auth.store` key: where users live (sqlite, the legacy JSON file, MySQL, a Mosquitto
 // password file, an HTTP backend), validated into typed store configs.
-import { readFileSync } from 'node:fs'
 import { resolve } from 'node:path'
-import { bool, fail, int, object, oneOf, str, type Raw } from './fields.js'
+import { bool, fail, int, object, oneOf, secret, str, type Raw } from './fields.js'
 
 /** The legacy embedded store: one JSON file rewritten per change (kept working; migrate to sqlite). */
 export interface FileStoreConfig { readonly type: 'file'; readonly path: string }
@@ -99,22 +98,8 @@ function mysqlStore (raw: Raw, base: string, env: NodeJS.ProcessEnv): MysqlStore
     }
   }
   const merged: Raw = { ...Object.fromEntries(Object.entries(fromUrl).filter(([, v]) => v !== undefined)), ...raw }
-  const sources = ['password', 'passwordFile', 'passwordEnv'].filter((k) => raw[k] !== undefined)
-  if (sources.length > 1) fail(p, `give one of password, passwordFile, passwordEnv (got ${sources.join(', ')})`)
-  let password = typeof merged.password === 'string' ? merged.password : undefined
-  if (raw.passwordFile !== undefined) {
-    const file = resolve(base, str(raw, 'passwordFile', `${p}.passwordFile`))
-    try {
-      password = readFileSync(file, 'utf8').replace(/\r?\n$/, '')
-    } catch (err) {
-      fail(`${p}.passwordFile`, `cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`)
-    }
-  }
-  if (raw.passwordEnv !== undefined) {
-    const name = str(raw, 'passwordEnv', `${p}.passwordEnv`)
-    password = env[name]
-    if (password === undefined) fail(`${p}.passwordEnv`, `environment variable ${name} is not set`)
-  }
+  // Given in the store's keys, or else in the URL.
+  const password = secret(raw, p, base, env) ?? (typeof fromUrl.password === 'string' ? fromUrl.password : undefined)
   const cols = object(raw.columns, `${p}.columns`, Object.keys(COLUMN_DEFAULTS))
   const columns = Object.fromEntries(Object.entries(COLUMN_DEFAULTS).map(([k, d]) => [k, identifier(cols, k, `${p}.columns.${k}`, d)])) as unknown as MysqlColumns
   let tls: MysqlStoreConfig['tls']

@@ -137,3 +137,18 @@ t.test('bad monitoring keys and values are refused with a message naming the key
   ]
   for (const [doc, re] of bad) t.throws(() => parseConfig(doc, '/srv'), { code: 'BASTION_ERR_CONFIG', message: re }, JSON.stringify(doc))
 })
+
+t.test('the MySQL password: from the URL, or one of password, passwordFile, passwordEnv', async (t) => {
+  const dir = scratchDir()
+  writeFileSync(join(dir, 'db_pw'), 'from-file\n')
+  const pw = (store: Record<string, unknown>, env: NodeJS.ProcessEnv = {}): unknown =>
+    (parseConfig({ auth: { store: { type: 'mysql', url: 'mysql://bastion:from-url@db/iot', ...store } } }, dir, { env }).auth.store as { password?: string }).password
+  t.equal(pw({}), 'from-url')
+  t.equal(pw({ password: 'from-key' }), 'from-key', 'a key wins over the URL')
+  t.equal(pw({ passwordFile: 'db_pw' }), 'from-file', 'read now, its line break dropped')
+  t.equal(pw({ passwordEnv: 'DB_PW' }, { DB_PW: 'from-env' }), 'from-env')
+  t.throws(() => pw({ password: 'a', passwordEnv: 'DB_PW' }), /^config auth\.store: give one of password, passwordFile, passwordEnv \(got password, passwordEnv\)/)
+  t.throws(() => pw({ passwordFile: 'missing' }), /^config auth\.store\.passwordFile: cannot read .*missing: ENOENT/)
+  t.throws(() => pw({ passwordEnv: 'NOPE' }), /^config auth\.store\.passwordEnv: environment variable NOPE is not set/)
+  t.throws(() => pw({ password: 1234 }), /^config auth\.store\.password: must be a non-empty string/, 'not silently ignored')
+})
