@@ -1,6 +1,5 @@
-import { availableParallelism } from 'node:os'
 import type { BastionConfig } from '../config/schema.js'
-import { MAX_WORKERS } from '../config/cluster.js'
+import { WORKERS_EXPECTED, workersValue } from '../config/cluster.js'
 import { loadConfig } from '../config/load.js'
 import { BastionError } from '../errors.js'
 import { createLogger } from '../log.js'
@@ -42,9 +41,8 @@ const STOP_TIMEOUT_MS = 5000
 /** `--workers`: a usage error names the flag and what it takes. */
 function workersFlag (v: string | undefined): number | undefined {
   if (v === undefined) return undefined
-  if (v === 'auto') return Math.min(MAX_WORKERS, availableParallelism())
-  const n = /^[0-9]+$/.test(v) ? Number(v) : NaN
-  if (!Number.isInteger(n) || n < 1 || n > MAX_WORKERS) throw new UsageError(`--workers must be a whole number from 1 to ${MAX_WORKERS} or auto, got "${v}"`)
+  const n = workersValue(v)
+  if (n === undefined) throw new UsageError(`--workers must be ${WORKERS_EXPECTED}, got "${v}"`)
   return n
 }
 

@@ -60,15 +60,16 @@ const KEY_PREFIX = /^[A-Za-z0-9._:-]{1,64}$/
 /** Workers are whole broker processes; past this a host needs more RAM than cores help. */
 export const MAX_WORKERS = 128
 
-/** `--workers` and `cluster.workers`: a whole number of processes, or `auto` (one per core). */
-export function parseWorkers (value: unknown, where: string): number {
+/**
+ * `--workers` and `cluster.workers`: a whole number of processes, or `auto` (one per core).
+ * Undefined when it is neither; WORKERS_EXPECTED says what is.
+ */
+export function workersValue (value: unknown): number | undefined {
   if (value === 'auto') return Math.min(MAX_WORKERS, availableParallelism())
   const n = typeof value === 'string' && /^[0-9]+$/.test(value) ? Number(value) : value
-  if (typeof n !== 'number' || !Number.isInteger(n) || n < 1 || n > MAX_WORKERS) {
-    fail(where, `must be a whole number from 1 to ${MAX_WORKERS} or auto, got ${JSON.stringify(value)}`)
-  }
-  return n
+  return typeof n === 'number' && Number.isInteger(n) && n >= 1 && n <= MAX_WORKERS ? n : undefined
 }
+export const WORKERS_EXPECTED = `a whole number from 1 to ${MAX_WORKERS} or auto`
 
 const REDIS_KEYS = ['host', 'port', 'username', 'password', 'passwordFile', 'passwordEnv', 'db', 'keyPrefix', 'connectTimeout', 'tls']
 const TLS_KEYS = ['ca', 'cert', 'key', 'servername']
@@ -163,7 +164,7 @@ export function parseCluster (value: unknown, base: string, env: NodeJS.ProcessE
     // minutes), for one small PUBLISH per node every 5 s; at least 1 s, so that a GC pause or a
     // busy event loop is not taken for a crash; at most 300 s.
     heartbeatInterval: int(raw, 'heartbeatInterval', 'cluster.heartbeatInterval', 5, 1, 300),
-    workers: raw.workers === undefined ? 1 : parseWorkers(raw.workers, 'cluster.workers'),
+    workers: raw.workers === undefined ? 1 : workersValue(raw.workers) ?? fail('cluster.workers', `must be ${WORKERS_EXPECTED}, got ${JSON.stringify(raw.workers)}`),
     redis: Object.freeze({
       host: host(redis, 'cluster.redis.host', '127.0.0.1'),
       port: int(redis, 'port', 'cluster.redis.port', 6379, 1, 65535),
