@@ -72,7 +72,7 @@ export function trackDeliveries (broker: Aedes): DrainTracker {
   const publish = broker.publish.bind(broker) as unknown as (p: PublishPacket, c: Client | null, done: (err?: Error) => void) => void
   ;(broker as unknown as { publish: unknown }).publish = (packet: PublishPacket, client: Client | null | ((err?: Error) => void), done?: (err?: Error) => void): void => {
     const cb = typeof client === 'function' ? client : done
-    if (accepted.delete(packet)) orphans.delete(packet)
+    if (accepted.delete(packet) && orphans.size > 0) orphans.delete(packet)
     publishing++
     publish(packet, typeof client === 'function' ? null : client, (err) => {
       publishing--
