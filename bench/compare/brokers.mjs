@@ -30,7 +30,7 @@ const PASSWORD = 'bench-password-1'
  * password file (mosquitto_passwd: PBKDF2-SHA512, `$7$`) and ACL file, the allow-all ACL, and
  * our SQLite users for every repetition (CLI `user import`, precomputed bcrypt hashes).
  */
-export function setupFiles (dir, { reps, idle, connects, cold }) {
+export function setupFiles (dir, { reps, idle, connects, cold, baseline }) {
   execFileSync(process.execPath, [CLI, 'certs', 'init', '--out', join(dir, 'certs')], { stdio: 'pipe' })
 
   // mosquitto_passwd -U hashes a file of user:password lines in place, all with PBKDF2-SHA512.
@@ -67,8 +67,9 @@ export function setupFiles (dir, { reps, idle, connects, cold }) {
     for (const i of range(cold)) add(`r${r}k${i}`, hash12)
   }
   writeFileSync(join(dir, 'users.jsonl'), lines.join('\n') + '\n', { mode: 0o600 })
-  // The same users in two stores: "full" and "full behind HAProxy" each claim every code once.
-  for (const folder of ['full', 'haproxy']) {
+  // The same users in one store per kind: "full", "full behind HAProxy" and the baseline build
+  // each claim every code once.
+  for (const folder of ['full', 'haproxy', ...(baseline === undefined ? [] : ['base'])]) {
     const fullDir = join(dir, folder)
     mkdirSync(fullDir, { mode: 0o700 })
     writeOurConfig(fullDir, 0, {}) // the CLI needs the config to find data/users.db
@@ -104,7 +105,7 @@ function writeOurConfig (folder, port, extra) {
  * Each kind: key, label, start(port) -> { command, args, ready } and the credentials of its
  * clients. Credentials are made just before use: TOTP codes depend on the clock.
  */
-export function brokerKinds (files) {
+export function brokerKinds (files, { baseline } = {}) {
   const mosqCreds = {
     pairs: (rep) => range(PAIRS).map((i) => ({
       pubCred: { clientId: `r${rep}-pub${i}`, username: `pub${i}`, password: PASSWORD },
@@ -127,6 +128,16 @@ export function brokerKinds (files) {
     })
     return { command: process.execPath, args: [...NODE_ARGS, CLI, 'start', '--config', config], ready: /"event":"broker\.ready"/ }
   }
+  // The full setup (the default SQLite store, user|TOTP + bcrypt, the metrics policy) from the
+  // CLI `cli`; its users are in the folder named `key` (setupFiles).
+  const ourFullKind = (key, label, cli) => ({
+    key, label, ours: true, codeLogins: true,
+    creds: fullCreds(files.secrets),
+    start (port) {
+      const config = writeOurConfig(join(files.dir, key), port, {})
+      return { command: process.execPath, args: [...NODE_ARGS, cli, 'start', '--config', config], ready: /"event":"broker\.ready"/ }
+    }
+  })
   const ourPasswdKind = (key, label, aclFile) => ({
     key, label, ours: true,
     creds: mosqCreds,
@@ -156,14 +167,11 @@ export function brokerKinds (files) {
       }
     },
     passwd: ourPasswdKind('passwd', 'ours, Mosquitto password file', 'acl'),
-    full: {
-      key: 'full', label: 'ours, full', ours: true,
-      creds: fullCreds(files.secrets),
-      start (port) {
-        const config = writeOurConfig(join(files.dir, 'full'), port, {})
-        return { command: process.execPath, args: [...NODE_ARGS, CLI, 'start', '--config', config], ready: /"event":"broker\.ready"/ }
-      }
-    },
+    full: ourFullKind('full', 'ours, full', CLI),
+    // The full setup run by another build (`--baseline DIR`: a checkout with dist/ built and
+    // node_modules installed), interleaved with this one: a change measured against main in
+    // one run, where the drift of a shared machine hits both alike.
+    ...(baseline === undefined ? {} : { base: ourFullKind('base', `ours, full, baseline ${baseline}`, join(baseline, 'dist', 'cli', 'main.js')) }),
     // Not a real allow-all: the library API takes no custom AclPolicy (BastionOptions has only
     // `logger`), so this is the cheapest policy the config offers, one Mosquitto `pattern`
     // line matching every topic, with the password-file logins of the column above.

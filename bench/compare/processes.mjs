@@ -110,6 +110,8 @@ const sum = (handle, f) => handle.pids.reduce((a, pid) => a + f(pid), 0)
 export const runqWaitSeconds = (handle) => sum(handle, brokerRunqWaitSeconds)
 /** CPU seconds (utime + stime, all threads) of the handle's processes, summed. */
 export const cpuSeconds = (handle) => sum(handle, brokerCpuSeconds)
+/** Read and write system calls (/proc/<pid>/io syscr, syscw) of the handle's processes, summed. */
+export const syscalls = (handle) => handle.pids.reduce((a, pid) => { const c = brokerSyscalls(pid); return { reads: a.reads + c.reads, writes: a.writes + c.writes } }, { reads: 0, writes: 0 })
 /** VmRSS of the handle's processes, summed. */
 export const rssKiB = (handle) => sum(handle, brokerRssKiB)
 
@@ -126,6 +128,19 @@ export function brokerCpuSeconds (pid) {
   const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
   const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ') // fields from 3 (state) on
   return (Number(f[11]) + Number(f[12])) / CLK_TCK // utime + stime, fields 14 and 15
+}
+
+/**
+ * Read- and write-type system calls the process has made, all threads (/proc/<pid>/io: read,
+ * readv, recvmsg... in syscr; write, writev, sendmsg... in syscw). How many packets a broker
+ * puts in one socket write shows here: one TLS record and one syscall per packet, or several
+ * packets in one. NaN where /proc/<pid>/io cannot be read.
+ */
+export function brokerSyscalls (pid) {
+  try {
+    const io = readFileSync(`/proc/${pid}/io`, 'utf8')
+    return { reads: Number(io.match(/^syscr:\s+(\d+)/m)[1]), writes: Number(io.match(/^syscw:\s+(\d+)/m)[1]) }
+  } catch { return { reads: NaN, writes: NaN } }
 }
 
 export function brokerRssKiB (pid) {

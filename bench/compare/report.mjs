@@ -3,9 +3,9 @@
 // of its one pinned core; generator: share of one core, out of gen_cores).
 
 const ROWS = [
-  { scenario: 'qos1_throughput', title: 'QoS 1 delivered msg/s', get: (l) => l.value, better: 'higher' },
-  { scenario: 'qos0_throughput', title: 'QoS 0 delivered msg/s', get: (l) => l.value, better: 'higher' },
-  { scenario: 'qos1_latency', title: 'QoS 1 latency p50 / p99 at 1000 msg/s (ms)', costTitle: 'QoS 1 at 1000 msg/s', get: (l) => [l.p50_ms, l.p99_ms], better: 'lower' },
+  { scenario: 'qos1_throughput', title: 'QoS 1 delivered msg/s', get: (l) => l.value, better: 'higher', syscalls: true },
+  { scenario: 'qos0_throughput', title: 'QoS 0 delivered msg/s', get: (l) => l.value, better: 'higher', syscalls: true },
+  { scenario: 'qos1_latency', title: 'QoS 1 latency p50 / p99 at 1000 msg/s (ms)', costTitle: 'QoS 1 at 1000 msg/s', get: (l) => [l.p50_ms, l.p99_ms], better: 'lower', syscalls: true },
   { scenario: 'connects', title: 'connects/s (TLS 1.3 full handshake + CONNECT/CONNACK/DISCONNECT)', get: (l) => l.value, better: 'higher' },
   { scenario: 'connects_cold_bcrypt12', title: 'connects/s, first login, bcrypt cost 12 (full only)', get: (l) => l.value, better: 'higher' },
   { scenario: 'idle_memory', title: 'idle memory per TLS connection (KiB, RSS delta / N)', costTitle: 'opening the idle connections (TLS + login)', get: (l) => l.value, better: 'lower' },
@@ -40,6 +40,7 @@ export function markdown (lines, brokers) {
   const results = []
   const cpu = []
   const cost = []
+  const calls = []
   for (const row of ROWS) {
     const cells = []
     const cpuCells = []
@@ -71,6 +72,10 @@ export function markdown (lines, brokers) {
     cost.push(`| ${row.costTitle ?? row.title} | ${brokers.map((b, i) => bUs[i] === null ? '–'
       : `${fmt(bUs[i])} µs${refUs && b !== ref ? ` · ${(bUs[i] / refUs).toFixed(2)}×` : ''} (gen headroom ${headroom[i] === null ? '–' : headroom[i].toFixed(1)}×)`).join(' | ')} |`)
     cpu.push(`| ${row.title} | ${cpuCells.join(' | ')} |`)
+    if (row.syscalls) {
+      const [reads, writes] = [us('broker_reads_per_unit'), us('broker_writes_per_unit')]
+      calls.push(`| ${row.costTitle ?? row.title} | ${brokers.map((b, i) => reads[i] === null || writes[i] === null ? '–' : `${reads[i].toFixed(2)} / ${writes[i].toFixed(2)}`).join(' | ')} |`)
+    }
   }
   return [
     '### Results (mean of repetitions; ±: half the spread between repetitions when ≥ 5 %; N.NN×: ratio to Mosquitto)',
@@ -88,6 +93,12 @@ export function markdown (lines, brokers) {
     'Less disturbed by other load on the machine than the rates. Generator headroom: the rate the',
     'generator could drive on all its cores / the broker\'s rate on a whole core (both from CPU per',
     'unit); below 1.0×, the generator, not the broker, would be the bottleneck on a quiet machine.',
-    '', head, ...cost
+    '', head, ...cost, '',
+    '### Broker system calls per delivered message: reads / writes (/proc/<pid>/io syscr / syscw)',
+    '',
+    'A delivered QoS 1 message is at least two packets in (PUBLISH, PUBACK) and two out (PUBACK,',
+    'PUBLISH), QoS 0 one in and one out: one call per packet is 2 / 2 and 1 / 1; below that, several',
+    'packets share a call (on TLS, a write of several packets is one record when they were written together).',
+    '', head, ...calls
   ].join('\n')
 }

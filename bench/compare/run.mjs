@@ -11,7 +11,7 @@
 import { execFileSync, spawn } from 'node:child_process'
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
-import { join } from 'node:path'
+import { join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
 import { brokerKinds, haproxyPath, setupFiles } from './brokers.mjs'
@@ -29,10 +29,13 @@ const HELP = `Usage: node bench/compare/run.mjs [options]   (build first: npm ru
   --workers N         load-generator threads (2)                         env BENCH_COMPARE_WORKERS
   --window N          messages in flight per publisher (16)
   --latency-rate R    total offered msg/s in the latency run (1000)
-  --brokers LIST      of mosquitto,passwd,full,allow,haproxy (mosquitto,passwd,full)  env BENCH_COMPARE_BROKERS
+  --brokers LIST      of mosquitto,passwd,full,allow,haproxy,base (mosquitto,passwd,full)  env BENCH_COMPARE_BROKERS
   --allow-all         add "allow" (ours with a match-everything ACL file)
   --haproxy           add "haproxy" (ours behind HAProxy: it terminates TLS, PROXY v2 to our
                       tcp listener; both on the broker's core, measured together)
+  --only LIST         run only these of idle,qos1,qos0,latency,connects (all)
+  --baseline DIR      add "base": the full setup run by another build, DIR being a checkout with
+                      dist/ built and node_modules installed (e.g. a git worktree of main)
   --no-pin            do not use taskset
   --out FILE          also write the JSON lines and the tables to FILE`
 
@@ -40,7 +43,7 @@ const { values: flags } = parseArgs({
   options: {
     reps: { type: 'string' }, duration: { type: 'string' }, warmup: { type: 'string' }, idle: { type: 'string' },
     connects: { type: 'string' }, cold: { type: 'string' }, workers: { type: 'string' }, window: { type: 'string' },
-    'latency-rate': { type: 'string' }, brokers: { type: 'string' }, 'allow-all': { type: 'boolean' }, haproxy: { type: 'boolean' },
+    'latency-rate': { type: 'string' }, brokers: { type: 'string' }, baseline: { type: 'string' }, only: { type: 'string' }, 'allow-all': { type: 'boolean' }, haproxy: { type: 'boolean' },
     'no-pin': { type: 'boolean' }, out: { type: 'string' }, compare: { type: 'boolean' }, help: { type: 'boolean' }
   }
 })
@@ -57,12 +60,21 @@ const opts = {
   workers: num('workers', 'WORKERS', 2),
   window: num('window', 'WINDOW', 16),
   latencyRate: num('latency-rate', 'LATENCY_RATE', 1000),
+  only: new Set((flags.only ?? 'idle,qos1,qos0,latency,connects').split(',')),
   connectConcurrency: 8, // per worker
   settleMs: 2000
 }
+const SCENARIOS = ['idle', 'qos1', 'qos0', 'latency', 'connects']
+const badOnly = [...opts.only].filter((k) => !SCENARIOS.includes(k))
+if (badOnly.length > 0 || opts.only.size === 0) { console.error(`compare: --only ${flags.only}: expected a list of ${SCENARIOS.join(',')}`); process.exit(2) }
 let brokerKeys = (flags.brokers ?? env.BENCH_COMPARE_BROKERS ?? 'mosquitto,passwd,full').split(',')
 if (flags['allow-all'] && !brokerKeys.includes('allow')) brokerKeys.push('allow')
 if (flags.haproxy && !brokerKeys.includes('haproxy')) brokerKeys.push('haproxy')
+const baseline = flags.baseline === undefined ? undefined : resolve(flags.baseline)
+if (baseline !== undefined) {
+  if (!existsSync(join(baseline, 'dist', 'cli', 'main.js'))) { console.error(`compare: --baseline ${flags.baseline}: no dist/cli/main.js there (build that checkout first)`); process.exit(2) }
+  if (!brokerKeys.includes('base')) brokerKeys.push('base')
+} else if (brokerKeys.includes('base')) { console.error('compare: "base" needs --baseline DIR'); process.exit(2) }
 if (brokerKeys.includes('haproxy') && haproxyPath() === undefined) {
   if (env.BENCH_COMPARE_PIN === undefined) console.error('compare: skipping "haproxy" (ours behind HAProxy): haproxy is not installed (Debian: apt-get install haproxy)')
   brokerKeys = brokerKeys.filter((k) => k !== 'haproxy')
@@ -119,12 +131,12 @@ async function main (pin) {
   progress(`broker on CPU ${pin.broker ?? '(unpinned)'}, generator on ${pin.genCores} CPU(s) with ${opts.workers} worker threads; ${opts.reps} reps of ${brokerKeys.join(', ')}`)
   try {
     progress('setup: certificates, mosquitto_passwd, user import')
-    const files = setupFiles(dir, opts)
-    const all = brokerKinds(files)
+    const files = setupFiles(dir, { ...opts, baseline })
+    const all = brokerKinds(files, { baseline })
     const unknown = brokerKeys.filter((k) => !(k in all))
     if (unknown.length > 0) throw new Error(`unknown broker(s) ${unknown.join(', ')}`)
     const kinds = brokerKeys.map((k) => all[k])
-    emit({ bench: 'compare', scenario: 'setup', pin, opts: { ...opts }, node: process.version, setup_s: (Date.now() - t0) / 1000 })
+    emit({ bench: 'compare', scenario: 'setup', pin, opts: { ...opts, only: [...opts.only] }, node: process.version, setup_s: (Date.now() - t0) / 1000 })
     for (let rep = 1; rep <= opts.reps; rep++) {
       const order = rep % 2 === 1 ? kinds : [...kinds].reverse()
       for (const kind of order) {

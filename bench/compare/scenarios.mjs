@@ -9,7 +9,7 @@ import { join } from 'node:path'
 import { performance } from 'node:perf_hooks'
 import { loadavg } from 'node:os'
 import { PAIRS } from './brokers.mjs'
-import { brokerCpuSeconds, brokerRssKiB, brokerRunqWaitSeconds, cpuSeconds, genRunqWaitSeconds, rssKiB, runqWaitSeconds, startBroker, stopBroker, summariseLog } from './processes.mjs'
+import { brokerCpuSeconds, brokerRssKiB, brokerRunqWaitSeconds, cpuSeconds, genRunqWaitSeconds, rssKiB, runqWaitSeconds, startBroker, stopBroker, summariseLog, syscalls } from './processes.mjs'
 import { Generator } from './generator.mjs'
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms))
@@ -25,12 +25,14 @@ function cpuMeter (handle) {
   const w0 = runqWaitSeconds(handle)
   const each0 = handle.pids.map((pid) => [brokerCpuSeconds(pid), brokerRunqWaitSeconds(pid)])
   const gw0 = genRunqWaitSeconds()
+  const s0 = syscalls(handle)
   const g0 = process.cpuUsage()
   const t0 = performance.now()
   return () => {
     const secs = (performance.now() - t0) / 1000
     const g = process.cpuUsage(g0)
     const brokerCpu = cpuSeconds(handle) - b0
+    const s1 = syscalls(handle)
     const genCpu = (g.user + g.system) / 1e6
     const procs = handle.procs.length < 2 ? {} : {
       procs: Object.fromEntries(handle.procs.map((p, i) => [p.name, {
@@ -43,6 +45,8 @@ function cpuMeter (handle) {
       broker_cpu_pct: round(brokerCpu / secs * 100),
       gen_cpu_pct: round(genCpu / secs * 100),
       broker_cpu_s: round(brokerCpu, 3),
+      broker_syscalls_read: s1.reads - s0.reads,
+      broker_syscalls_write: s1.writes - s0.writes,
       gen_cpu_s: round(genCpu, 3),
       // Share of the window the broker's main thread was runnable but not running: other
       // processes on its core. Near 0 on a quiet machine. For the pair, the sum of both main
@@ -58,9 +62,9 @@ function cpuMeter (handle) {
 /** The three message loads of a pairs run: QoS 1 and QoS 0 at full speed, QoS 1 at a fixed total rate. */
 export function messageLoads (latencyRate) {
   return [
-    { scenario: 'qos1_throughput', qos: 1, rate: 0 },
-    { scenario: 'qos0_throughput', qos: 0, rate: 0 },
-    { scenario: 'qos1_latency', qos: 1, rate: latencyRate / PAIRS }
+    { key: 'qos1', scenario: 'qos1_throughput', qos: 1, rate: 0 },
+    { key: 'qos0', scenario: 'qos0_throughput', qos: 0, rate: 0 },
+    { key: 'latency', scenario: 'qos1_latency', qos: 1, rate: latencyRate / PAIRS }
   ]
 }
 
@@ -98,7 +102,13 @@ function perUnit (m, units, genCores) {
   if (!(units > 0)) return {}
   const b = m.broker_cpu_s / units * 1e6
   const g = m.gen_cpu_s / units * 1e6
-  return { broker_cpu_us_per_unit: round(b), gen_cpu_us_per_unit: round(g), gen_headroom: g > 0 ? round(genCores * b / g, 2) : null }
+  return {
+    broker_cpu_us_per_unit: round(b),
+    gen_cpu_us_per_unit: round(g),
+    gen_headroom: g > 0 ? round(genCores * b / g, 2) : null,
+    broker_reads_per_unit: round(m.broker_syscalls_read / units, 3),
+    broker_writes_per_unit: round(m.broker_syscalls_write / units, 3)
+  }
 }
 
 export async function runRepetition ({ kind, rep, opts, files, pin, emit }) {
@@ -109,9 +119,9 @@ export async function runRepetition ({ kind, rep, opts, files, pin, emit }) {
   const out = (line) => emit({ ...base, ...line })
   try {
     // Memory first, on the fresh process, so the baseline is not what earlier scenarios left.
-    await idleMemory({ kind, rep, opts, gen, handle, out })
-    await throughput({ kind, rep, opts, gen, handle, out })
-    await connectRate({ kind, rep, opts, gen, handle, out })
+    if (opts.only.has('idle')) await idleMemory({ kind, rep, opts, gen, handle, out })
+    if (['qos1', 'qos0', 'latency'].some((k) => opts.only.has(k))) await throughput({ kind, rep, opts, gen, handle, out })
+    if (opts.only.has('connects')) await connectRate({ kind, rep, opts, gen, handle, out })
   } finally {
     await gen.close()
     const exit = await stopBroker(handle)
@@ -166,7 +176,7 @@ async function throughput ({ kind, rep, opts, gen, handle, out }) {
     return
   }
   out({ scenario: 'pairs', tls: opened.tls })
-  for (const l of messageLoads(opts.latencyRate)) {
+  for (const l of messageLoads(opts.latencyRate).filter((l) => opts.only.has(l.key))) {
     await gen.all('startLoad', { qos: l.qos, window: opts.window, rate: l.rate })
     await sleep(opts.warmupMs)
     const first = await gen.all('mark')
@@ -198,7 +208,7 @@ async function connectRate ({ kind, rep, opts, gen, handle, out }) {
       connect_p50_ms: pct(r.ms, 50), connect_p99_ms: pct(r.ms, 99), concurrency: concurrency * opts.workers, ...extra, ...m, ...perUnit(m, r.ok, opts.genCores)
     })
   }
-  if (kind.key !== 'full') {
+  if (kind.codeLogins !== true) {
     await run('connects', kind.creds.connects(rep, opts.connects), opts.connectConcurrency)
     return
   }
