@@ -10,7 +10,14 @@
 import { readFileSync } from 'node:fs'
 import { parseArgs } from 'node:util'
 
-const { values, positionals } = parseArgs({ allowPositionals: true, options: { top: { type: 'string' }, skip: { type: 'string' }, help: { type: 'boolean' } } })
+let parsed
+try {
+  parsed = parseArgs({ allowPositionals: true, options: { top: { type: 'string' }, skip: { type: 'string' }, help: { type: 'boolean' } } })
+} catch (err) {
+  console.error(`profile-summary: ${err.message}`)
+  process.exit(2)
+}
+const { values, positionals } = parsed
 if (values.help || positionals.length !== 1) {
   console.log('Usage: node bench/compare/profile-summary.mjs FILE.cpuprofile [--top N] [--skip SECONDS]')
   process.exit(values.help ? 0 : 2)
@@ -36,8 +43,9 @@ const byId = new Map(profile.nodes.map((n) => [n.id, n]))
 const selfUs = new Map()
 let at = 0
 for (let i = 0; i < profile.samples.length; i++) {
+  const from = at // a sample stands for the interval before it
   at += profile.timeDeltas[i]
-  if (at >= skipUs) selfUs.set(profile.samples[i], (selfUs.get(profile.samples[i]) ?? 0) + profile.timeDeltas[i])
+  if (from >= skipUs) selfUs.set(profile.samples[i], (selfUs.get(profile.samples[i]) ?? 0) + profile.timeDeltas[i])
 }
 const total = [...selfUs.values()].reduce((a, b) => a + b, 0)
 

@@ -39,14 +39,21 @@ const HELP = `Usage: node bench/compare/run.mjs [options]   (build first: npm ru
   --no-pin            do not use taskset
   --out FILE          also write the JSON lines and the tables to FILE`
 
-const { values: flags } = parseArgs({
-  options: {
-    reps: { type: 'string' }, duration: { type: 'string' }, warmup: { type: 'string' }, idle: { type: 'string' },
-    connects: { type: 'string' }, cold: { type: 'string' }, workers: { type: 'string' }, window: { type: 'string' },
-    'latency-rate': { type: 'string' }, brokers: { type: 'string' }, baseline: { type: 'string' }, only: { type: 'string' }, 'allow-all': { type: 'boolean' }, haproxy: { type: 'boolean' },
-    'no-pin': { type: 'boolean' }, out: { type: 'string' }, compare: { type: 'boolean' }, help: { type: 'boolean' }
-  }
-})
+let parsed
+try {
+  parsed = parseArgs({
+    options: {
+      reps: { type: 'string' }, duration: { type: 'string' }, warmup: { type: 'string' }, idle: { type: 'string' },
+      connects: { type: 'string' }, cold: { type: 'string' }, workers: { type: 'string' }, window: { type: 'string' },
+      'latency-rate': { type: 'string' }, brokers: { type: 'string' }, baseline: { type: 'string' }, only: { type: 'string' }, 'allow-all': { type: 'boolean' }, haproxy: { type: 'boolean' },
+      'no-pin': { type: 'boolean' }, out: { type: 'string' }, compare: { type: 'boolean' }, help: { type: 'boolean' }
+    }
+  })
+} catch (err) {
+  console.error(`compare: ${err.message} (--help lists the options)`)
+  process.exit(2)
+}
+const { values: flags } = parsed
 if (flags.help) { console.log(HELP); process.exit(0) }
 const env = process.env
 const num = (flag, name, dflt) => Number(flags[flag] ?? env[`BENCH_COMPARE_${name}`] ?? dflt)
