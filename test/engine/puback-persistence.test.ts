@@ -57,27 +57,29 @@ t.test('PUBACKs of a clean session make no persistence call, and each is still a
   t.equal(clears.calls, 0, 'no outgoingClearMessageId for a session that never stored its deliveries')
 })
 
-t.test('a session that resumed a queued message clears it with its PUBACK', async (t) => {
-  const { broker, port } = await startBroker(t)
-  const persistent = { clientId: 'resumer', clean: false, properties: { sessionExpiryInterval: 300 } }
-  const first = await connect(t, port, persistent)
-  await first.subscribeAsync('t', { qos: 1 })
-  await first.endAsync()
-  const pub = await connect(t, port, { clientId: 'resume-pub' })
-  await pub.publishAsync('t', 'queued', { qos: 1 })
+for (const qos of [1, 2] as const) {
+  t.test(`a session that resumed a queued QoS ${qos} message clears it with its ${qos === 1 ? 'PUBACK' : 'PUBREC/PUBCOMP'}`, async (t) => {
+    const { broker, port } = await startBroker(t)
+    const persistent = { clientId: `resumer${qos}`, clean: false, properties: { sessionExpiryInterval: 300 } }
+    const first = await connect(t, port, persistent)
+    await first.subscribeAsync('t', { qos })
+    await first.endAsync()
+    const pub = await connect(t, port, { clientId: `resume-pub${qos}` })
+    await pub.publishAsync('t', 'queued', { qos })
 
-  // Resumed without a Session Expiry: the session now ends with this connection (client.clean),
-  // and its queued message comes from the persistence.
-  const clears = countClears(t, broker)
-  const resumed = mqtt.connect({ host: '127.0.0.1', port, protocolVersion: 5, reconnectPeriod: 0, clientId: 'resumer', clean: false })
-  t.teardown(() => resumed.end(true))
-  const got = collect(resumed, 1000)
-  t.same(await got, ['queued'], 'the queued message is delivered on resume')
-  t.ok(clears.calls >= 1, 'its PUBACK cleared it from the persistence')
-  await resumed.endAsync()
+    // Resumed without a Session Expiry: the session now ends with this connection (client.clean),
+    // and its queued message comes from the persistence.
+    const clears = countClears(t, broker)
+    const resumed = mqtt.connect({ host: '127.0.0.1', port, protocolVersion: 5, reconnectPeriod: 0, clientId: persistent.clientId, clean: false })
+    t.teardown(() => resumed.end(true))
+    const got = collect(resumed, 1000)
+    t.same(await got, ['queued'], 'the queued message is delivered on resume')
+    t.ok(clears.calls >= 1, 'its acknowledgement cleared it from the persistence')
+    await resumed.endAsync()
 
-  // Had the PUBACK skipped the persistence, the message would still be queued for this id.
-  const again = mqtt.connect({ host: '127.0.0.1', port, protocolVersion: 5, reconnectPeriod: 0, ...persistent })
-  t.teardown(() => again.end(true))
-  t.same(await collect(again, 1000), [], 'nothing is delivered a second time')
-})
+    // Had the acknowledgement skipped the persistence, the message would still be queued for this id.
+    const again = mqtt.connect({ host: '127.0.0.1', port, protocolVersion: 5, reconnectPeriod: 0, ...persistent })
+    t.teardown(() => again.end(true))
+    t.same(await collect(again, 1000), [], 'nothing is delivered a second time')
+  })
+}
