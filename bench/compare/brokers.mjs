@@ -128,15 +128,16 @@ export function brokerKinds (files, { baseline } = {}) {
     })
     return { command: process.execPath, args: [...NODE_ARGS, CLI, 'start', '--config', config], ready: /"event":"broker\.ready"/ }
   }
-  // The full setup (the default SQLite store, user|TOTP + bcrypt, the metrics policy) from the
-  // CLI `cli`; its users are in the folder named `key` (setupFiles).
+  // The full setup (the default SQLite store, user|TOTP + bcrypt, the metrics policy) started by
+  // the CLI `cli`; its users are in the folder named `key` (setupFiles). `extra` as writeOurConfig's.
+  const ourFullStart = (key, port, cli, extra = {}) => {
+    const config = writeOurConfig(join(files.dir, key), port, extra)
+    return { command: process.execPath, args: [...NODE_ARGS, cli, 'start', '--config', config], ready: /"event":"broker\.ready"/ }
+  }
   const ourFullKind = (key, label, cli) => ({
     key, label, ours: true, codeLogins: true,
     creds: fullCreds(files.secrets),
-    start (port) {
-      const config = writeOurConfig(join(files.dir, key), port, {})
-      return { command: process.execPath, args: [...NODE_ARGS, cli, 'start', '--config', config], ready: /"event":"broker\.ready"/ }
-    }
+    start: (port) => ourFullStart(key, port, cli)
   })
   const ourPasswdKind = (key, label, aclFile) => ({
     key, label, ours: true,
@@ -186,13 +187,10 @@ export function brokerKinds (files, { baseline } = {}) {
       creds: fullCreds(files.secrets),
       async start (port) {
         const tcpPort = await freePort()
-        const config = writeOurConfig(join(files.dir, 'haproxy'), port, {
+        const broker = ourFullStart('haproxy', port, CLI, {
           listeners: [{ type: 'tcp', host: '127.0.0.1', port: tcpPort, proxyProtocol: { trusted: ['127.0.0.1'] } }]
         })
-        return {
-          command: process.execPath, args: [...NODE_ARGS, CLI, 'start', '--config', config], ready: /"event":"broker\.ready"/,
-          companion: { name: 'haproxy', ...haproxyCommand(join(files.dir, 'haproxy-proxy'), port, tcpPort) }
-        }
+        return { ...broker, companion: { name: 'haproxy', ...haproxyCommand(join(files.dir, 'haproxy-proxy'), port, tcpPort) } }
       }
     }
   }
