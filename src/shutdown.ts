@@ -3,7 +3,7 @@ import type { Logger } from './log.js'
 
 /** What is still on its way to subscribers; all zero means a stop loses nothing accepted. */
 export interface Pending {
-  /** PUBLISHes accepted from clients (being authorised, acknowledged or being routed) not yet handed to every subscriber. */
+  /** PUBLISHes accepted from clients (being authorised or routed) not yet handed to every subscriber. */
   publishes: number
   /** QoS 1/2 messages written to subscribers that have not acknowledged them yet. */
   unacked: number
@@ -44,15 +44,12 @@ const POLL_MS = 10
  */
 export function trackDeliveries (broker: Aedes): DrainTracker {
   let holding = false
+  // A PUBLISH is counted from its authorisation until broker.publish calls back. Nothing waits
+  // between the two: aedes goes on to publish in the authorisation's callback, and answers
+  // (PUBACK, PUBREC) only once the publish is done (patches/aedes/0019), so a message that was
+  // acknowledged has been handed to every subscriber's queue.
   let authorising = 0
   let publishing = 0
-  // Authorised QoS 0/1 client PUBLISHes not yet in broker.publish: aedes sends the PUBACK first
-  // and publishes a tick later (longer when the publisher's socket is full). QoS 2 is answered
-  // (PUBREC) only after broker.publish, and a duplicate is never published, so it is not kept here.
-  const accepted = new Map<object, Client>()
-  // Entries whose publisher closed meanwhile: if publish has not started a poll later, the
-  // PUBACK never went out and nothing is owed.
-  const orphans = new Set<object>()
   const heldFrom = new Set<Client>()
   const acks = new WeakMap<Client, AckCount>()
 
@@ -64,7 +61,6 @@ export function trackDeliveries (broker: Aedes): DrainTracker {
     authorising++
     authorize(client, packet, (err) => {
       authorising--
-      if ((err === null || err === undefined) && packet.qos < 2) accepted.set(packet, client)
       callback(err)
     })
   }
@@ -72,7 +68,6 @@ export function trackDeliveries (broker: Aedes): DrainTracker {
   const publish = broker.publish.bind(broker) as unknown as (p: PublishPacket, c: Client | null, done: (err?: Error) => void) => void
   ;(broker as unknown as { publish: unknown }).publish = (packet: PublishPacket, client: Client | null | ((err?: Error) => void), done?: (err?: Error) => void): void => {
     const cb = typeof client === 'function' ? client : done
-    if (accepted.delete(packet) && orphans.size > 0) orphans.delete(packet)
     publishing++
     publish(packet, typeof client === 'function' ? null : client, (err) => {
       publishing--
@@ -114,14 +109,7 @@ export function trackDeliveries (broker: Aedes): DrainTracker {
       // A client whose PUBLISH is held is no longer read, so its acknowledgements cannot arrive.
       if (!heldFrom.has(client)) unackedTotal += unacked(client)
     }
-    return { publishes: authorising + accepted.size + publishing, unacked: unackedTotal, unflushed }
-  }
-
-  function settleOrphans (): void {
-    for (const [packet, client] of accepted) {
-      if (!client.closed) continue
-      if (orphans.has(packet)) { accepted.delete(packet); orphans.delete(packet) } else orphans.add(packet)
-    }
+    return { publishes: authorising + publishing, unacked: unackedTotal, unflushed }
   }
 
   return {
@@ -130,7 +118,6 @@ export function trackDeliveries (broker: Aedes): DrainTracker {
     async drain (timeoutMs) {
       const deadline = Date.now() + timeoutMs
       for (;;) {
-        settleOrphans()
         const now = pending()
         if ((now.publishes === 0 && now.unacked === 0 && now.unflushed === 0) || Date.now() >= deadline) return now
         await new Promise((resolve) => setTimeout(resolve, Math.min(POLL_MS, Math.max(1, deadline - Date.now()))))
