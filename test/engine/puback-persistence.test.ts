@@ -3,8 +3,9 @@
 // such call left an empty queue behind for the client id, forever. A session that resumed queued
 // messages still clears them with its acknowledgements. A bare aedes over plain TCP on 127.0.0.1.
 import t from 'tap'
-import { createServer, type AddressInfo } from 'node:net'
+import { connect as netConnect, createServer, type AddressInfo } from 'node:net'
 import mqtt, { type IClientOptions, type MqttClient } from 'mqtt'
+import mqttPacket from 'mqtt-packet'
 import { Aedes } from '../../src/engine/aedes.js'
 
 async function startBroker (t: Tap.Test): Promise<{ broker: Aedes; port: number }> {
@@ -83,3 +84,40 @@ for (const qos of [1, 2] as const) {
     t.same(await collect(again, 1000), [], 'nothing is delivered a second time')
   })
 }
+
+t.test('a resumed QoS 2 message refused with a PUBREC reason code >= 0x80 is cleared, with no PUBREL', async (t) => {
+  const { broker, port } = await startBroker(t)
+  const persistent = { clientId: 'refuser', clean: false, properties: { sessionExpiryInterval: 300 } }
+  const first = await connect(t, port, persistent)
+  await first.subscribeAsync('t', { qos: 2 })
+  await first.endAsync()
+  const pub = await connect(t, port, { clientId: 'refused-pub' })
+  await pub.publishAsync('t', 'queued', { qos: 2 })
+
+  // mqtt.js cannot refuse a delivery, so the resumed session is a raw MQTT 5 client: it answers
+  // the queued PUBLISH with PUBREC 0x80 (Unspecified error), which ends that QoS 2 flow.
+  const clears = countClears(t, broker)
+  const socket = netConnect({ host: '127.0.0.1', port })
+  t.teardown(() => socket.destroy())
+  socket.on('error', () => {})
+  const got: Array<Record<string, any>> = []
+  const parser = mqttPacket.parser({ protocolVersion: 5 })
+  parser.on('packet', (p) => {
+    got.push(p)
+    if (p.cmd === 'publish') socket.write(mqttPacket.generate({ cmd: 'pubrec', messageId: p.messageId, reasonCode: 0x80 }, { protocolVersion: 5 }))
+  })
+  socket.on('data', (d) => parser.parse(d))
+  await new Promise<void>((resolve) => socket.once('connect', () => resolve()))
+  socket.write(mqttPacket.generate({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: 5, clean: false, clientId: persistent.clientId, keepalive: 60 }, { protocolVersion: 5 }))
+  for (let i = 0; i < 100 && !got.some((p) => p.cmd === 'publish'); i++) await new Promise((resolve) => setTimeout(resolve, 10))
+  t.same(got.filter((p) => p.cmd === 'publish').map((p) => String(p.payload)), ['queued'], 'the queued message is delivered on resume')
+  for (let i = 0; i < 100 && clears.calls === 0; i++) await new Promise((resolve) => setTimeout(resolve, 10))
+  t.ok(clears.calls >= 1, 'the refusal cleared it from the persistence')
+  t.notOk(got.some((p) => p.cmd === 'pubrel'), 'no PUBREL follows a refused PUBREC')
+  socket.end(mqttPacket.generate({ cmd: 'disconnect' }, { protocolVersion: 5 }))
+  await new Promise<void>((resolve) => socket.once('close', () => resolve()))
+
+  const again = mqtt.connect({ host: '127.0.0.1', port, protocolVersion: 5, reconnectPeriod: 0, ...persistent })
+  t.teardown(() => again.end(true))
+  t.same(await collect(again, 1000), [], 'nothing is delivered a second time')
+})
