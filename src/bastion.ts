@@ -167,8 +167,9 @@ export async function createBastion (config: BastionConfig, opts: BastionOptions
     ...(shared === undefined ? {} : { shared: shared.holders }),
     ...eventSink
   })
-  // Redis gone for connectTimeout: PUBLISHes would be acknowledged and lost; devices are told
-  // to reconnect (refused 0x88 until Redis answers) and keep their data meanwhile.
+  // Redis gone for connectTimeout: nothing can be routed (QoS 1/2 PUBLISHes go unanswered,
+  // QoS 0 may be lost); devices are told to reconnect (refused 0x88 until Redis answers) and
+  // keep their data meanwhile.
   shared?.onOutage(() => { sessions.endAll() })
   // A user changed through any node or the CLI: its sessions here are re-checked at once.
   shared?.onRevoke((user) => { sessions.recheck(user).catch((err: unknown) => log.error({ event: 'session.recheck_error', err }, 'unexpected re-check error')) })

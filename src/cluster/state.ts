@@ -27,7 +27,7 @@ export interface ClusterState {
   onRevoke (listener: (user: string) => void): void
   /**
    * Called once per outage when Redis has not answered for `connectTimeout`: from then on
-   * every PUBLISH would be acknowledged and lost (aedes answers QoS 1 before routing it).
+   * nothing can be routed (a QoS 1/2 PUBLISH goes unanswered, a QoS 0 one may be lost).
    */
   onOutage (listener: () => void): void
   /** The pub/sub channels used here: the MQTT emitter must ignore them (cluster/engine.ts). */
