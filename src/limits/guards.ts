@@ -9,9 +9,9 @@ import type { Logger } from '../log.js'
 import { createLogGate } from '../log-gate.js'
 import type { Identity, LoginFailure } from '../types.js'
 import { shownId } from '../auth/refusal-log.js'
-import { DISCONNECT_GRACE_MS, disconnectWithin, RC_MESSAGE_RATE_TOO_HIGH } from './disconnect.js'
+import { createKicks, type RateState } from './kick.js'
 import { createQueueGuard } from './queue.js'
-import { createPublishBucket, createSubscribeBucket, type PublishBucket, type SubscribeBucket } from './rate.js'
+import { createPublishBucket, createSubscribeBucket } from './rate.js'
 import type { LimitReporter } from './report.js'
 
 export interface GuardOptions {
@@ -55,17 +55,6 @@ export function aedesLimitOptions (limits: LimitsConfig): Partial<AedesOptions> 
 }
 
 interface ConnectRefusal { returnCode: 2 | 5; limit: 'keepalive' | 'client_id' | 'topic'; fields: Record<string, unknown>; msg: string }
-/** A client over a rate: disconnected (0x96) once what it sent before has been answered. */
-interface Kick { started: boolean; closed: boolean; waiting: Array<() => void> }
-interface RateState {
-  publish?: PublishBucket
-  subscribe?: SubscribeBucket
-  /** Publishes passed on to the auth hooks whose answer (and PUBACK) is still to come. */
-  inflight: number
-  /** SUBSCRIBE / UNSUBSCRIBE packets handed to aedes whose SUBACK / UNSUBACK is still to come. */
-  subscribing: Set<Packet>
-  kicked?: Kick
-}
 interface ClientInternals { subscriptions?: Record<string, unknown> }
 interface LimitError extends Error { size?: number; maximumPacketSize?: number; receiveMaximum?: number }
 
@@ -89,10 +78,8 @@ export function createGuards (inner: Partial<AedesOptions>, opts: GuardOptions):
   const emit = opts.onEvent ?? (() => {})
   const remotes = new WeakMap<object, string>()
   const refusals = new WeakMap<Client, ConnectRefusal>()
-  const rates = new WeakMap<Client, RateState>()
+  const kicks = createKicks()
   const reserved = new WeakMap<Client, Set<string>>()
-  // Clients we are disconnecting: nothing more is delivered to them after the DISCONNECT.
-  const leaving = new WeakSet<Client>()
   const loginLines = createLogGate()
   const queue = createQueueGuard(limits.maxQueuedBytes, (client, queuedBytes) => {
     report.hit('queue', client.id, 'warn', { ...who(client), queuedBytes, max: limits.maxQueuedBytes }, 'client disconnected: too many bytes waiting to be sent')
@@ -108,54 +95,15 @@ export function createGuards (inner: Partial<AedesOptions>, opts: GuardOptions):
     if (open !== undefined) opts.log.warn({ event: 'login.failed', reason, clientId: client.id, remote, ...(open.suppressed > 0 ? { suppressed: open.suppressed } : {}) }, 'login refused')
   })
 
-  function stateOf (client: Client): RateState {
-    let state = rates.get(client)
-    if (state === undefined) rates.set(client, state = { inflight: 0, subscribing: new Set() })
-    return state
-  }
-
-  /**
-   * Over a rate: DISCONNECT 0x96 once the packets already passed on have been answered (their
-   * PUBACK / SUBACK are written with the answer), and only then does aedes hear of the publish
-   * that tripped it, so nothing follows the DISCONNECT [MQTT-3.14.4-1]. A packet that is never
-   * answered holds it for DISCONNECT_GRACE_MS at most.
-   */
-  function kick (client: Client, state: RateState, waiting: Array<() => void> = []): void {
-    const kicked: Kick = { started: false, closed: false, waiting }
-    state.kicked = kicked
-    const timer = setTimeout(() => { leave(client, kicked) }, DISCONNECT_GRACE_MS)
-    timer.unref()
-    client.conn.once('close', () => { clearTimeout(timer) })
-    // Tripped before the CONNACK (packets sent right behind the CONNECT): 0x96 follows it.
-    if (!client.connected && !client.closed) client.once('connected', () => { leaveIfIdle(client, state) })
-    else leaveIfIdle(client, state)
-  }
-
-  function leaveIfIdle (client: Client, state: RateState): void {
-    const kicked = state.kicked
-    if (kicked === undefined || state.inflight > 0 || state.subscribing.size > 0) return
-    if (client.connected || client.closed) leave(client, kicked)
-  }
-
-  function leave (client: Client, kicked: Kick): void {
-    if (kicked.started) return
-    kicked.started = true
-    leaving.add(client)
-    disconnectWithin(client, RC_MESSAGE_RATE_TOO_HIGH, DISCONNECT_GRACE_MS, () => {
-      kicked.closed = true
-      for (const w of kicked.waiting.splice(0)) w()
-    })
-  }
-
   /**
    * Every packet after the CONNECT, as read: SUBSCRIBE and UNSUBSCRIBE are counted against
    * limits.subscribeRate (packets and filters); the one over it is not handled, nor is anything
    * the client sends after it.
    */
   function admit (client: Client, packet: Packet): boolean {
-    if (rates.get(client)?.kicked !== undefined) return false
+    if (kicks.peek(client)?.kicked !== undefined) return false
     if (packet.cmd !== 'subscribe' && packet.cmd !== 'unsubscribe') return true
-    const state = stateOf(client)
+    const state = kicks.stateOf(client)
     const filters = packet.cmd === 'subscribe' ? packet.subscriptions.length : (packet.unsubscriptions?.length ?? 0)
     const t = now()
     state.subscribe ??= createSubscribeBucket(limits.subscribeRate, t)
@@ -167,21 +115,8 @@ export function createGuards (inner: Partial<AedesOptions>, opts: GuardOptions):
     const identified = opts.identityOf?.(client) !== undefined
     report.hit('subscribe_rate', identified ? client.id : remoteOf(client), 'warn', { ...who(client), kind: over, max: limits.subscribeRate[over] },
       'client disconnected: subscribe rate exceeded')
-    kick(client, state)
+    kicks.kick(client, state)
     return false
-  }
-
-  /** A SUBSCRIBE / UNSUBSCRIBE answered: aedes emits its filters (the packet's own array) right after the SUBACK / UNSUBACK. */
-  function answered (client: Client, filters: unknown): void {
-    const state = rates.get(client)
-    if (state === undefined) return
-    for (const p of state.subscribing) {
-      if ((p.cmd === 'subscribe' && p.subscriptions === filters) || (p.cmd === 'unsubscribe' && p.unsubscriptions === filters)) {
-        state.subscribing.delete(p)
-        leaveIfIdle(client, state)
-        return
-      }
-    }
   }
 
   const preConnect: AedesOptions['preConnect'] = (client, packet: ConnectPacket, done) => {
@@ -224,7 +159,7 @@ export function createGuards (inner: Partial<AedesOptions>, opts: GuardOptions):
 
   function refuseRate (client: Client, state: RateState, kind: 'messages' | 'bytes', done: (err: Error) => void): void {
     report.hit('publish_rate', client.id, 'warn', { ...who(client), kind, max: limits.publishRate[kind] }, 'client disconnected: publish rate exceeded')
-    kick(client, state, [() => done(new Error('publish rate exceeded'))])
+    kicks.kick(client, state, [() => done(new Error('publish rate exceeded'))])
   }
 
   const authorizePublish: AedesOptions['authorizePublish'] = (client, packet: PublishPacket, done) => {
@@ -235,7 +170,7 @@ export function createGuards (inner: Partial<AedesOptions>, opts: GuardOptions):
       else inner.authorizePublish(client, packet, done)
       return
     }
-    const state = stateOf(client)
+    const state = kicks.stateOf(client)
     if (state.kicked !== undefined) {
       // The rest of a burst that was already read: refused like the one that tripped the rate.
       const fail = (): void => done(new Error('publish rate exceeded'))
@@ -263,11 +198,7 @@ export function createGuards (inner: Partial<AedesOptions>, opts: GuardOptions):
     }
     const counted = state
     counted.inflight++
-    inner.authorizePublish(client, packet, (err) => {
-      // aedes writes this publish's PUBACK inside done: before a pending DISCONNECT.
-      done(err)
-      if (--counted.inflight === 0) leaveIfIdle(client, counted)
-    })
+    inner.authorizePublish(client, packet, (err) => { kicks.authorised(client, counted, packet, err, done) })
   }
 
   const authorizeSubscribe: AedesOptions['authorizeSubscribe'] = (client, sub, done) => {
@@ -310,7 +241,7 @@ export function createGuards (inner: Partial<AedesOptions>, opts: GuardOptions):
   }
 
   const authorizeForward: AedesOptions['authorizeForward'] = (client, packet) => {
-    if (leaving.has(client) || !queue.allow(client)) return null
+    if (kicks.leaving(client) || !queue.allow(client)) return null
     return inner.authorizeForward === undefined ? packet : inner.authorizeForward(client, packet)
   }
 
@@ -328,8 +259,7 @@ export function createGuards (inner: Partial<AedesOptions>, opts: GuardOptions):
     }
     broker.on('clientError', onError)
     broker.on('connectionError', onError)
-    broker.on('subscribe', (subscriptions, client) => { answered(client, subscriptions) })
-    broker.on('unsubscribe', (unsubscriptions, client) => { answered(client, unsubscriptions) })
+    kicks.attach(broker)
   }
 
   return {

@@ -144,6 +144,21 @@ t.test('a QoS 1 burst over the rate: PUBACKs for the allowed ones, then DISCONNE
   t.ok(acks.every((a) => (a.reasonCode ?? 0) === 0), 'with success')
 })
 
+t.test('a QoS 2 burst over the rate: PUBRECs for the allowed ones, then DISCONNECT 0x96 and nothing after it', async (t) => {
+  const h = await startHarness({ limits: { publishRate: { messages: 5 } }, auth: noReplay })
+  t.teardown(() => h.close())
+  await h.addUser('alice')
+  const raw = await rawClient(h, { username: `alice|${h.code('alice')}`, password: Buffer.from(PASSWORD) })
+  t.equal((await raw.next('connack'))?.reasonCode, 0)
+  for (let i = 1; i <= 10; i++) raw.send({ cmd: 'publish', topic: 'metrics/alice/Temperatura', payload: Buffer.from(String(i)), qos: 2, messageId: i, retain: false, dup: false })
+  t.equal((await raw.next('disconnect') as any)?.reasonCode, 0x96)
+  t.ok(await raw.closed(3000), 'then the connection is closed')
+  t.equal(raw.packets.at(-1)?.cmd, 'disconnect', 'no packet after the DISCONNECT')
+  const recs = raw.packets.filter((p) => p.cmd === 'pubrec') as any[]
+  t.same(recs.map((r) => r.messageId), [1, 2, 3, 4, 5], 'the five allowed are received (PUBREC) first')
+  t.ok(recs.every((r) => (r.reasonCode ?? 0) === 0), 'with success')
+})
+
 t.test('3.1.1 over publishRate: the PUBACKs of the allowed QoS 1 messages arrive before the connection closes', async (t) => {
   const h = await startHarness({ limits: { publishRate: { messages: 5 } }, auth: noReplay })
   t.teardown(() => h.close())
@@ -218,6 +233,8 @@ t.test('a subscriber that stops reading is disconnected (0x97) past maxQueuedByt
   t.equal(slow.packets.at(-1)?.cmd, 'disconnect', 'nothing after it')
   t.ok(await slow.closed(6000), 'then the connection is closed')
   t.ok(await until(2000, () => h.bastion.broker.clients['slow-reader'] === undefined), 'the client is gone')
+  // Listening first: the delivery may reach `fast` before the PUBACK reaches the publisher.
+  const next = nextMessage(fast)
   t.equal(await pubackCode(publisher, 'metrics/alice/Humedad', 'after'), 0)
-  t.ok(await nextMessage(fast), 'delivery goes on')
+  t.ok(await next, 'delivery goes on')
 })
