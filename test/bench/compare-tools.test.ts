@@ -3,7 +3,7 @@
 // before anything is started.
 import t from 'tap'
 import { execFile } from 'node:child_process'
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
@@ -89,4 +89,42 @@ t.test('run.mjs refuses --only and --baseline it cannot honour, before starting 
     t.equal(r.code, 2, `${args.join(' ')}: exit 2`)
     t.match(r.stderr, msg)
   }
+})
+
+const ONE = join(process.cwd(), 'bench', 'compare', 'one-in-flight.mjs')
+
+t.test('one-in-flight.mjs refuses bad options in one line, before starting anything', async (t) => {
+  for (const [args, msg] of [
+    [['--rounds', '0'], /^one-in-flight: --rounds must be a whole number of at least 1, not "0"$/],
+    [['--messages', '20'], /--messages must be a whole number of at least 21/],
+    [['--warmup=-1'], /--warmup must be a whole number of at least 0, not "-1"/],
+    [['--warmup', '-1'], /^one-in-flight: Option '--warmup' argument is ambiguous\.$/],
+    [['--baseline', '/nonexistent-build'], /--baseline \/nonexistent-build: no built engine there/],
+    [['--bogus'], /^one-in-flight: Unknown option '--bogus'/]
+  ] as Array<[string[], RegExp]>) {
+    const r = await fails([ONE, ...args])
+    t.equal(r.code, 2, `${args.join(' ')}: exit 2`)
+    t.match(r.stderr.trim(), msg)
+    t.equal(r.stderr.trim().split('\n').length, 1, 'one line')
+  }
+})
+
+t.test('one-in-flight.mjs measures Mosquitto, this build\'s engine and a node:tls echo, and leaves nothing running', async (t) => {
+  const { stdout } = await run(process.execPath, [ONE, '--rounds', '2', '--messages', '30', '--warmup', '0'], { timeout: 60_000 })
+  const rows = stdout.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as Record<string, unknown>)
+  const bySubject = new Map(rows.map((r) => [r.subject, r]))
+  for (const [subject, unit] of [['mosquitto', 'QoS 1 message'], ['aedes, this build', 'QoS 1 message'], ['node:tls echo', 'echo']]) {
+    const r = bySubject.get(subject)
+    t.equal(r?.unit, unit, `${subject}: a row per ${unit}`)
+    t.equal(r?.count, 2 * (30 - 20), `${subject}: the first 20 of each round left out`)
+    const p50 = Number(r?.p50_us)
+    const p99 = Number(r?.p99_us)
+    t.ok(p50 > 0 && p99 >= p50, `${subject}: p50 ${p50} µs <= p99 ${p99} µs`)
+    t.ok(Number(r?.cpu_us_per_unit) >= 0, `${subject}: CPU per unit`)
+  }
+  t.match(stdout, /\| subject \| per \| round trip p50 \/ p90 \/ p99 \(µs\) \| its CPU per unit \(µs\) \|/, 'and a table')
+  // [e]: the pattern must not match this pgrep's own shell.
+  const left = await run('sh', ['-c', 'pgrep -f "one-in-flight.mjs --serv[e]|bastion-one-in-fligh[t]-" || true'])
+  t.equal(left.stdout.trim(), '', 'no server left running')
+  t.same(readdirSync(tmpdir()).filter((f) => f.startsWith('bastion-one-in-flight-')), [], 'its temporary folder is removed')
 })
