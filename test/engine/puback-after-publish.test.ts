@@ -3,23 +3,12 @@
 // fails loses the message, where withholding it makes the publisher send it again. A bare aedes
 // over plain TCP on 127.0.0.1; the publisher is a raw client, to see exactly what it is sent.
 import t from 'tap'
-import { connect as netConnect, createServer, type AddressInfo, type Socket } from 'node:net'
+import { connect as netConnect, type Socket } from 'node:net'
 import mqtt from 'mqtt'
 import mqttPacket from 'mqtt-packet'
-import { Aedes } from '../../src/engine/aedes.js'
+import { startBareBroker } from '../helpers/bare-aedes.js'
 
 type Packet = Record<string, any> & { cmd: string }
-
-async function startBroker (t: Tap.Test): Promise<{ broker: Aedes; port: number }> {
-  const broker = await Aedes.createBroker({})
-  const server = createServer((s) => broker.handle(s))
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
-  t.teardown(async () => {
-    server.close()
-    await new Promise<void>((resolve) => broker.close(() => resolve()))
-  })
-  return { broker, port: (server.address() as AddressInfo).port }
-}
 
 /** An MQTT 3.1.1 client that sends the packets it is given and keeps every packet it reads. */
 async function rawClient (t: Tap.Test, port: number, clientId: string): Promise<{ socket: Socket; got: Packet[]; closed: Promise<void> }> {
@@ -42,7 +31,7 @@ const publish = (topic: string, messageId: number, retain: boolean): Buffer =>
   mqttPacket.generate({ cmd: 'publish', topic, payload: Buffer.from('m'), qos: 1, messageId, retain, dup: false })
 
 t.test('a QoS 1 PUBLISH the broker fails to publish gets no PUBACK, so its publisher still has it', async (t) => {
-  const { broker, port } = await startBroker(t)
+  const { broker, port } = await startBareBroker(t)
   const persistence = broker.persistence as unknown as { storeRetained: (p: { topic: string }) => Promise<void> }
   const storeRetained = persistence.storeRetained.bind(persistence)
   persistence.storeRetained = async (p) => {
@@ -62,7 +51,7 @@ t.test('a QoS 1 PUBLISH the broker fails to publish gets no PUBACK, so its publi
 })
 
 t.test('the PUBACK is written after the message is published', async (t) => {
-  const { broker, port } = await startBroker(t)
+  const { broker, port } = await startBareBroker(t)
   const sub = await mqtt.connectAsync({ host: '127.0.0.1', port, reconnectPeriod: 0, clientId: 'subscriber' })
   t.teardown(() => sub.end(true))
   await sub.subscribeAsync('t', { qos: 1 })

@@ -3,21 +3,10 @@
 // such call left an empty queue behind for the client id, forever. A session that resumed queued
 // messages still clears them with its acknowledgements. A bare aedes over plain TCP on 127.0.0.1.
 import t from 'tap'
-import { connect as netConnect, createServer, type AddressInfo } from 'node:net'
+import { connect as netConnect } from 'node:net'
 import mqtt, { type IClientOptions, type MqttClient } from 'mqtt'
 import mqttPacket from 'mqtt-packet'
-import { Aedes } from '../../src/engine/aedes.js'
-
-async function startBroker (t: Tap.Test): Promise<{ broker: Aedes; port: number }> {
-  const broker = await Aedes.createBroker({})
-  const server = createServer((s) => broker.handle(s))
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
-  t.teardown(async () => {
-    server.close()
-    await new Promise<void>((resolve) => broker.close(() => resolve()))
-  })
-  return { broker, port: (server.address() as AddressInfo).port }
-}
+import { startBareBroker } from '../helpers/bare-aedes.js'
 
 async function connect (t: Tap.Test, port: number, opts: IClientOptions): Promise<MqttClient> {
   const c = await mqtt.connectAsync({ host: '127.0.0.1', port, protocolVersion: 5, reconnectPeriod: 0, ...opts })
@@ -44,7 +33,7 @@ function countClears (t: Tap.Test, broker: Aedes): { calls: number } {
 }
 
 t.test('PUBACKs of a clean session make no persistence call, and each is still an ack event', async (t) => {
-  const { broker, port } = await startBroker(t)
+  const { broker, port } = await startBareBroker(t)
   const sub = await connect(t, port, { clientId: 'clean-sub', clean: true })
   await sub.subscribeAsync('t', { qos: 1 })
   const pub = await connect(t, port, { clientId: 'clean-pub' })
@@ -60,7 +49,7 @@ t.test('PUBACKs of a clean session make no persistence call, and each is still a
 
 for (const qos of [1, 2] as const) {
   t.test(`a session that resumed a queued QoS ${qos} message clears it with its ${qos === 1 ? 'PUBACK' : 'PUBREC/PUBCOMP'}`, async (t) => {
-    const { broker, port } = await startBroker(t)
+    const { broker, port } = await startBareBroker(t)
     const persistent = { clientId: `resumer${qos}`, clean: false, properties: { sessionExpiryInterval: 300 } }
     const first = await connect(t, port, persistent)
     await first.subscribeAsync('t', { qos })
@@ -86,7 +75,7 @@ for (const qos of [1, 2] as const) {
 }
 
 t.test('a resumed QoS 2 message refused with a PUBREC reason code >= 0x80 is cleared, with no PUBREL', async (t) => {
-  const { broker, port } = await startBroker(t)
+  const { broker, port } = await startBareBroker(t)
   const persistent = { clientId: 'refuser', clean: false, properties: { sessionExpiryInterval: 300 } }
   const first = await connect(t, port, persistent)
   await first.subscribeAsync('t', { qos: 2 })
