@@ -44,10 +44,11 @@ const POLL_MS = 10
  */
 export function trackDeliveries (broker: Aedes): DrainTracker {
   let holding = false
-  // A PUBLISH is counted from its authorisation until broker.publish calls back. Nothing waits
-  // between the two: aedes goes on to publish in the authorisation's callback, and answers
-  // (PUBACK, PUBREC) only once the publish is done (patches/aedes/0019), so a message that was
-  // acknowledged has been handed to every subscriber's queue.
+  // A PUBLISH is counted while it is being authorised and while broker.publish runs. aedes
+  // answers (PUBACK, PUBREC) only once the publish is done (patches/aedes/0019), so nothing
+  // acknowledged is ever between the two: QoS 0/1 are published inside the authorisation's
+  // callback; a QoS 2 one waits for the persistence first, unanswered, so its publisher still
+  // has it.
   let authorising = 0
   let publishing = 0
   const heldFrom = new Set<Client>()

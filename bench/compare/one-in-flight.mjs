@@ -16,27 +16,28 @@
 // then a table. See README.md here.
 import { execFileSync, spawn } from 'node:child_process'
 import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
-import { createServer as createNetServer } from 'node:net'
 import { availableParallelism, tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { connect as tlsConnect, createServer as createTlsServer } from 'node:tls'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
 import mqtt from 'mqtt'
+import { brokerCpuSeconds, freePort } from './processes.mjs'
 
 const USAGE = `Usage: node bench/compare/one-in-flight.mjs [options]
 
   --rounds N        rounds; each subject runs once per round, in turn (12)
   --warmup S        seconds each subject runs first, not counted (4)
-  --messages N      messages (or echoes) per subject and round; the first 20 of a round warm up (400)
+  --messages N      messages (or echoes) per subject and round; the first 20 of each are left out (400)
   --baseline DIR    also the aedes engine of another build (DIR/dist/vendor/aedes)
   -h, --help        this text
 `
 const HERE = fileURLToPath(new URL('.', import.meta.url))
+// Subjects on the first CPU, the client on the others, when there are two and taskset.
+const PINNED = availableParallelism() > 1 && onPath('taskset')
 const ROOT = resolve(HERE, '..', '..')
 const WARM = 20
 const MOSQUITTO = '/usr/sbin/mosquitto'
-const CLK_TCK = Number(execFileSync('getconf', ['CLK_TCK']).toString().trim()) || 100
 
 // ---- the servers, when this file runs as one: --serve aedes DIR | --serve echo -------------
 if (process.argv[2] === '--serve') {
@@ -81,8 +82,7 @@ async function main () {
 
   // The client on every CPU but the first; the subjects on the first.
   const cpus = availableParallelism()
-  const pin = cpus > 1 && (() => { try { execFileSync('taskset', ['-V'], { stdio: 'ignore' }); return true } catch { return false } })()
-  if (pin) execFileSync('taskset', ['-a', '-p', '-c', `1-${cpus - 1}`, String(process.pid)], { stdio: 'ignore' })
+  if (PINNED) execFileSync('taskset', ['-a', '-p', '-c', `1-${cpus - 1}`, String(process.pid)], { stdio: 'ignore' })
   else console.error('one-in-flight: not pinned (one CPU, or no taskset): subjects and client share the CPUs')
 
   const dir = mkdtempSync(join(tmpdir(), 'bastion-one-in-flight-'))
@@ -126,9 +126,9 @@ async function main () {
     for (let round = 0; round < rounds; round++) {
       // Alternate the order, so no subject always runs first.
       for (const s of round % 2 === 0 ? subjects : [...subjects].reverse()) {
-        const before = cpuUs(s.pid)
+        const before = brokerCpuSeconds(s.pid)
         const rtt = s.kind === 'mqtt' ? await pingPong(s.client, messages) : await echoes(s.client, messages)
-        s.cpuUs += cpuUs(s.pid) - before
+        s.cpuUs += (brokerCpuSeconds(s.pid) - before) * 1e6
         s.n += messages
         s.rtt.push(...rtt.slice(WARM))
       }
@@ -160,17 +160,9 @@ function newestChild (pid) {
   return Number(execFileSync('pgrep', ['-n', '-P', String(pid)]).toString().trim())
 }
 
-function freePort () {
-  return new Promise((resolve, reject) => {
-    const s = createNetServer().listen(0, '127.0.0.1', () => { const { port } = s.address(); s.close(() => resolve(port)) })
-    s.on('error', reject)
-  })
-}
-
 /** Starts `command` on the first CPU (when pinning); resolves once `port` accepts a connection. */
 async function startProcess (command, args, port, ready) {
-  const pinned = availableParallelism() > 1 && onPath('taskset')
-  const child = spawn(pinned ? 'taskset' : command, pinned ? ['-c', '0', command, ...args] : args, { stdio: ['ignore', 'pipe', 'pipe'] })
+  const child = spawn(PINNED ? 'taskset' : command, PINNED ? ['-c', '0', command, ...args] : args, { stdio: ['ignore', 'pipe', 'pipe'] })
   let output = ''
   child.stdout.on('data', (d) => { output += d })
   child.stderr.on('data', (d) => { output += d })
@@ -199,13 +191,6 @@ function accepts (port) {
     s.once('secureConnect', () => { s.destroy(); resolve(true) })
     s.once('error', () => { s.destroy(); resolve(false) })
   })
-}
-
-/** The subject's CPU time so far, all threads (µs). */
-function cpuUs (pid) {
-  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ')
-  const ticks = Number(fields[11]) + Number(fields[12])
-  return ticks * 1e6 / CLK_TCK
 }
 
 async function mqttPair (port) {
