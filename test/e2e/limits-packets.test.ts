@@ -145,6 +145,27 @@ for (const [qos, answer] of [[1, 'puback'], [2, 'pubrec']] as const) {
   })
 }
 
+t.test('QoS 2 duplicates of one packet id over the rate: answered from the store, then DISCONNECT 0x96 within the grace period', async (t) => {
+  const h = await startHarness({ limits: { publishRate: { messages: 5 } }, auth: noReplay })
+  t.teardown(() => h.close())
+  await h.addUser('alice')
+  const raw = await rawClient(h, { username: `alice|${h.code('alice')}`, password: Buffer.from(PASSWORD) })
+  t.equal((await raw.next('connack'))?.reasonCode, 0)
+  const publish = (): boolean => raw.send({ cmd: 'publish', topic: 'metrics/alice/Temperatura', payload: Buffer.from('x'), qos: 2, messageId: 1, retain: false, dup: false })
+  publish()
+  t.equal((await raw.next('pubrec') as any)?.messageId, 1, 'the first is received')
+  // Stored now: the same id again (never released) is answered from the persistence and never
+  // published, so it never reaches the point the DISCONNECT waits for; the grace period bounds it.
+  for (let i = 0; i < 9; i++) publish()
+  t.equal((await raw.next('disconnect', 10_000) as any)?.reasonCode, 0x96, 'told 0x96 all the same')
+  t.ok(await raw.closed(3000), 'then the connection is closed')
+  t.equal(raw.packets.at(-1)?.cmd, 'disconnect', 'no packet after the DISCONNECT')
+  t.ok(raw.packets.filter((p) => p.cmd === 'pubrec').every((p: any) => p.messageId === 1), 'only id 1 was answered')
+  t.match(events(h, 'limit.publish_rate')[0], { level: 40, user: 'alice', kind: 'messages', max: 5 }, 'and logged')
+  const other = await h.connect('alice')
+  t.equal(await pubackCode(other, 'metrics/alice/Humedad', 'still up'), 0, 'the broker goes on serving')
+})
+
 t.test('3.1.1 over publishRate: the PUBACKs of the allowed QoS 1 messages arrive before the connection closes', async (t) => {
   const h = await startHarness({ limits: { publishRate: { messages: 5 } }, auth: noReplay })
   t.teardown(() => h.close())
