@@ -25,5 +25,16 @@ export interface PatchOptions {
   screenPacket?: ((client: Client, packet: Packet) => boolean) | null
   /** patches/aedes/0014: a refused 3.1.1 PUBLISH is acknowledged and dropped, or closes the connection. */
   unauthorizedPublishV3?: 'acknowledge' | 'disconnect'
+  /** patches/aedes/0021: one of the client's packets has been handled (a PUBLISH answered, a SUBACK written). */
+  packetHandled?: ((client: Client) => void) | null
+}
+
+/**
+ * How many of the client's packets are being handled (patches/aedes/0021): a PUBLISH until it
+ * is answered (PUBACK / PUBREC written, at QoS 0 published, or refused), a SUBSCRIBE until its
+ * SUBACK is written, and so on.
+ */
+export function handlingCount (client: Client): number {
+  return (client as unknown as { _handling: number })._handling
 }
 export type EngineOptions = Partial<AedesOptions> & PatchOptions

@@ -6,29 +6,11 @@
 // was written, while the session's queued messages were still being sent, overtook the ones
 // waiting since before it. A bare aedes over plain TCP on 127.0.0.1, a raw 3.1.1 client.
 import t from 'tap'
-import { connect as netConnect } from 'node:net'
 import { Readable } from 'node:stream'
-import mqttPacket from 'mqtt-packet'
 import { startBareBroker } from '../helpers/bare-aedes.js'
+import { bareClient as rawClient, type Packet } from '../helpers/bare-client.js'
 
-type Packet = Record<string, any> & { cmd: string }
 const sleep = async (ms: number): Promise<void> => await new Promise((resolve) => setTimeout(resolve, ms))
-
-/** Connects, sends CONNECT, and keeps every packet it reads, in order. */
-async function rawClient (t: Tap.Test, port: number, clientId: string): Promise<{ send: (p: Record<string, unknown>) => void; got: Packet[]; until: (ok: () => boolean) => Promise<void> }> {
-  const socket = netConnect({ host: '127.0.0.1', port })
-  t.teardown(() => socket.destroy())
-  const got: Packet[] = []
-  const parser = mqttPacket.parser({ protocolVersion: 4 })
-  parser.on('packet', (p) => got.push(p as Packet))
-  socket.on('data', (d) => parser.parse(d))
-  socket.on('error', () => {})
-  await new Promise<void>((resolve) => socket.once('connect', () => resolve()))
-  const send = (p: Record<string, unknown>): void => { socket.write(mqttPacket.generate(p as unknown as mqttPacket.Packet)) }
-  send({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: 4, clean: true, clientId, keepalive: 60 })
-  const until = async (ok: () => boolean): Promise<void> => { for (let i = 0; i < 300 && !ok(); i++) await sleep(10) }
-  return { send, got, until }
-}
 
 const subscribe = (messageId: number, topic: string): Record<string, unknown> =>
   ({ cmd: 'subscribe', messageId, subscriptions: [{ topic, qos: 0 }] })
