@@ -1,9 +1,13 @@
 import type { Aedes, AuthorizePublishHandler, Client, PublishPacket } from 'aedes'
+import { handlingCount } from './engine/aedes.js'
 import type { Logger } from './log.js'
 
 /** What is still on its way to subscribers; all zero means a stop loses nothing accepted. */
 export interface Pending {
-  /** PUBLISHes accepted from clients (being authorised or routed) not yet handed to every subscriber. */
+  /**
+   * Packets from live clients still being handled, PUBLISHes above all (being authorised or
+   * routed, until answered), and the broker's own publishes (wills) not yet handed to every subscriber.
+   */
   publishes: number
   /** QoS 1/2 messages written to subscribers that have not acknowledged them yet. */
   unacked: number
@@ -39,39 +43,38 @@ interface AckCount { firstId: number; acks: number }
 const POLL_MS = 10
 
 /**
- * Wraps the broker's publish path to count what it has accepted and not yet delivered.
- * Installed at start: a message acknowledged before the stop began must be counted too.
+ * Counts what the broker has accepted and not yet delivered, and holds new PUBLISHes once the
+ * stop begins. Installed at start: a message acknowledged before the stop began must be counted too.
  */
 export function trackDeliveries (broker: Aedes): DrainTracker {
   let holding = false
-  // A PUBLISH is counted while it is being authorised and while broker.publish runs. aedes
-  // answers (PUBACK, PUBREC) only once the publish is done (patches/aedes/0019), so nothing
-  // acknowledged is ever between the two: QoS 0/1 are published inside the authorisation's
-  // callback; a QoS 2 one waits for the persistence first, unanswered, so its publisher still
-  // has it.
-  let authorising = 0
-  let publishing = 0
-  const heldFrom = new Set<Client>()
+  // PUBLISHes from live clients are counted by aedes while they are handled, which is until
+  // they are answered (patches/aedes/0021); aedes answers (PUBACK, PUBREC) only once the publish
+  // is done (patches/aedes/0019), so nothing acknowledged is still on its way in. A PUBLISH held
+  // here stays counted there; `held` says how many to leave out. The broker's own publishes
+  // (wills, for a client that is gone) are counted here, while broker.publish runs.
+  const held = new WeakMap<Client, number>()
+  let own = 0
   const acks = new WeakMap<Client, AckCount>()
 
   const authorize: AuthorizePublishHandler = broker.authorizePublish.bind(broker)
   broker.authorizePublish = (client, packet, callback) => {
-    // A will is published while its client is closing; it is not a new message from a live one.
-    if (client === null || client.closed) { authorize(client, packet, callback); return }
-    if (holding) { heldFrom.add(client); return }
-    authorising++
-    authorize(client, packet, (err) => {
-      authorising--
-      callback(err)
-    })
+    if (holding && client !== null && !client.closed) {
+      held.set(client, (held.get(client) ?? 0) + 1)
+      return
+    }
+    authorize(client, packet, callback)
   }
 
   const publish = broker.publish.bind(broker) as unknown as (p: PublishPacket, c: Client | null, done: (err?: Error) => void) => void
   ;(broker as unknown as { publish: unknown }).publish = (packet: PublishPacket, client: Client | null | ((err?: Error) => void), done?: (err?: Error) => void): void => {
     const cb = typeof client === 'function' ? client : done
-    publishing++
-    publish(packet, typeof client === 'function' ? null : client, (err) => {
-      publishing--
+    const from = typeof client === 'function' ? null : client
+    // A live client's PUBLISH: counted by aedes; straight through, no closure per message.
+    if (from !== null && from !== undefined && !from.closed) { publish(packet, from, cb as (err?: Error) => void); return }
+    own++
+    publish(packet, from ?? null, (err) => {
+      own--
       cb?.(err)
     })
   }
@@ -105,12 +108,15 @@ export function trackDeliveries (broker: Aedes): DrainTracker {
   function pending (): Pending {
     let unackedTotal = 0
     let unflushed = 0
+    let publishes = own
     for (const client of liveClients()) {
       if (((client.conn as unknown as ClientInternals['conn']).writableLength ?? 0) > 0) unflushed++
+      const heldHere = held.get(client) ?? 0
+      publishes += Math.max(0, handlingCount(client) - heldHere)
       // A client whose PUBLISH is held is no longer read, so its acknowledgements cannot arrive.
-      if (!heldFrom.has(client)) unackedTotal += unacked(client)
+      if (heldHere === 0) unackedTotal += unacked(client)
     }
-    return { publishes: authorising + publishing, unacked: unackedTotal, unflushed }
+    return { publishes, unacked: unackedTotal, unflushed }
   }
 
   return {

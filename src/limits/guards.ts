@@ -108,10 +108,7 @@ export function createGuards (inner: Partial<AedesOptions>, opts: GuardOptions):
     const t = now()
     state.subscribe ??= createSubscribeBucket(limits.subscribeRate, t)
     const over = state.subscribe.take(filters, t)
-    if (over === undefined) {
-      state.subscribing.add(packet)
-      return true
-    }
+    if (over === undefined) return true
     const identified = opts.identityOf?.(client) !== undefined
     report.hit('subscribe_rate', identified ? client.id : remoteOf(client), 'warn', { ...who(client), kind: over, max: limits.subscribeRate[over] },
       'client disconnected: subscribe rate exceeded')
@@ -192,13 +189,8 @@ export function createGuards (inner: Partial<AedesOptions>, opts: GuardOptions):
       done(new Error('topic exceeds limits'))
       return
     }
-    if (inner.authorizePublish === undefined) {
-      done(null)
-      return
-    }
-    const counted = state
-    counted.inflight++
-    inner.authorizePublish(client, packet, (err) => { kicks.authorised(client, counted, packet, err, done) })
+    if (inner.authorizePublish === undefined) done(null)
+    else inner.authorizePublish(client, packet, done)
   }
 
   const authorizeSubscribe: AedesOptions['authorizeSubscribe'] = (client, sub, done) => {
@@ -259,12 +251,12 @@ export function createGuards (inner: Partial<AedesOptions>, opts: GuardOptions):
     }
     broker.on('clientError', onError)
     broker.on('connectionError', onError)
-    kicks.attach(broker)
   }
 
   return {
-    // screenPacket: every packet, in order, before aedes handles it (patches/aedes/0012).
-    options: { ...inner, ...aedesLimitOptions(limits), preConnect, screenPacket: admit, authenticate, authorizePublish, authorizeSubscribe, authorizeForward },
+    // screenPacket: every packet, in order, before aedes handles it (patches/aedes/0012);
+    // packetHandled: each one answered (patches/aedes/0021), for the rate kick's DISCONNECT.
+    options: { ...inner, ...aedesLimitOptions(limits), preConnect, screenPacket: admit, packetHandled: kicks.handled, authenticate, authorizePublish, authorizeSubscribe, authorizeForward },
     attach,
     accept (socket) {
       // Read now: a socket aedes destroys (CONNECT timeout) no longer knows its peer.
