@@ -3,28 +3,17 @@
 // fails loses the message, where withholding it makes the publisher send it again. A bare aedes
 // over plain TCP on 127.0.0.1; the publisher is a raw client, to see exactly what it is sent.
 import t from 'tap'
-import { connect as netConnect, type Socket } from 'node:net'
 import mqtt from 'mqtt'
 import mqttPacket from 'mqtt-packet'
 import { startBareBroker } from '../helpers/bare-aedes.js'
+import { bareClient, type BareClient } from '../helpers/bare-client.js'
 
-type Packet = Record<string, any> & { cmd: string }
-
-/** An MQTT 3.1.1 client that sends the packets it is given and keeps every packet it reads. */
-async function rawClient (t: Tap.Test, port: number, clientId: string): Promise<{ socket: Socket; got: Packet[]; closed: Promise<void> }> {
-  const socket = netConnect({ host: '127.0.0.1', port })
-  t.teardown(() => socket.destroy())
-  const got: Packet[] = []
-  const parser = mqttPacket.parser({ protocolVersion: 4 })
-  parser.on('packet', (p) => got.push(p as Packet))
-  socket.on('data', (d) => parser.parse(d))
-  socket.on('error', () => {})
-  const closed = new Promise<void>((resolve) => socket.once('close', () => resolve()))
-  await new Promise<void>((resolve) => socket.once('connect', () => resolve()))
-  socket.write(mqttPacket.generate({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: 4, clean: true, clientId, keepalive: 60 }))
-  for (let i = 0; i < 100 && got.length === 0; i++) await new Promise((resolve) => setTimeout(resolve, 10))
-  t.equal(got[0]?.cmd, 'connack', `${clientId} connected`)
-  return { socket, got, closed }
+/** An MQTT 3.1.1 client that sends the packets it is given and keeps every packet it reads; connected. */
+async function rawClient (t: Tap.Test, port: number, clientId: string): Promise<BareClient> {
+  const c = await bareClient(t, port, clientId)
+  await c.until(() => c.got.length > 0)
+  t.equal(c.got[0]?.cmd, 'connack', `${clientId} connected`)
+  return c
 }
 
 const publish = (topic: string, messageId: number, retain: boolean): Buffer =>
