@@ -235,7 +235,9 @@ function identifierPackets (r: Rng, v: V): Buffer[] {
 
 /** A valid login whose client id (and, MQTT 5, user properties and will) are generated names. */
 function identifierConnect (r: Rng, v: V, login: Login): Buffer {
-  const will = r.int(4) === 0 ? { will: { topic: r.pick(['metrics/fuzz/', '']) + ident(r), payload: Buffer.from('w'), qos: r.int(2), retain: false } } : {}
+  // mqtt-packet will not write an empty will topic (ident can be ''): a NUL, refused as well, stands in.
+  const willTopic = r.int(4) === 0 ? r.pick(['metrics/fuzz/', '']) + ident(r) : undefined
+  const will = willTopic === undefined ? {} : { will: { topic: willTopic === '' ? '\u0000' : willTopic, payload: Buffer.from('w'), qos: r.int(2), retain: false } }
   const build = (clientId: string): Buffer => gen({
     cmd: 'connect', protocolVersion: v, protocolId: 'MQTT', clientId, clean: true, keepalive: 1, username: login.username, password: Buffer.from(login.password),
     ...will, ...(v === 5 && r.int(2) === 0 ? { properties: { userProperties: userProperties(r) } } : {})
