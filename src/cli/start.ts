@@ -88,7 +88,7 @@ export async function startCommand (argv: string[], out: (s: string) => void): P
 async function runBroker (config: BastionConfig, used: string | undefined, role?: WorkerRole): Promise<void> {
   // Loaded here, not at the top: a primary runs no broker and needs none of it.
   const { createBastion } = await import('../bastion.js')
-  const { ENGINE } = await import('../engine/aedes.js')
+  const { ENGINE, engineLine } = await import('../engine/aedes.js')
   const root = createLogger({ level: config.log.level })
   // Workers write to one stdout: each line says which process wrote it.
   const log = role === undefined ? root : root.child({ pid: process.pid, worker: role.index })
@@ -97,7 +97,7 @@ async function runBroker (config: BastionConfig, used: string | undefined, role?
   const bastion = await createBastion(config, { logger: log, ...(role === undefined ? {} : { serveMonitoring: answerPrimary }) })
   const listeners = bastion.listeners.map((l) => `${l.type}://${l.host}:${l.port}`)
   const monitoring = bastion.monitoring === undefined ? undefined : `http://${bastion.monitoring.host}:${bastion.monitoring.port}`
-  log.info({ event: 'broker.ready', ...(role === undefined ? { pid: process.pid } : {}), engine: `aedes ${ENGINE.aedes} + ${ENGINE.patches.length} patches`, listeners, ...(monitoring === undefined ? {} : { monitoring }) }, 'ready')
+  log.info({ event: 'broker.ready', ...(role === undefined ? { pid: process.pid } : {}), engine: engineLine(ENGINE), listeners, ...(monitoring === undefined ? {} : { monitoring }) }, 'ready')
 
   let stopping = false
   const stop = (signal: string): void => {

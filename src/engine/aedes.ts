@@ -7,8 +7,22 @@ import type { Aedes as AedesBroker, AedesOptions, Client } from 'aedes'
 import type { Packet } from 'mqtt-packet'
 import * as patched from '#aedes'
 
-/** Which aedes release the engine is and which of our patches it carries, in order. */
-export interface EnginePatches { readonly aedes: string; readonly patches: readonly string[] }
+/**
+ * Which aedes release the engine is and which of our patches it carries, in order; and the same
+ * for the mqtt-packet it parses and writes packets with (patches/mqtt-packet).
+ */
+export interface EnginePatches {
+  readonly aedes: string
+  readonly patches: readonly string[]
+  readonly mqttPacket: string
+  readonly mqttPacketPatches: readonly string[]
+}
+
+/** One line for logs: `aedes 2.0.0-beta.1 + 22 patches, mqtt-packet 9.0.2 + 1 patch`. */
+export function engineLine (e: EnginePatches): string {
+  const n = (k: number): string => `${k} patch${k === 1 ? '' : 'es'}`
+  return `aedes ${e.aedes} + ${n(e.patches.length)}, mqtt-packet ${e.mqttPacket} + ${n(e.mqttPacketPatches.length)}`
+}
 
 export const ENGINE: EnginePatches = Object.freeze(
   JSON.parse(readFileSync(new URL('patches.json', import.meta.resolve('#aedes')), 'utf8')) as EnginePatches

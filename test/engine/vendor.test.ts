@@ -16,6 +16,7 @@ import { createFileStore } from '../../src/stores/file.js'
 const run = promisify(execFile)
 const ROOT = process.cwd()
 const PATCHES = readdirSync(join(ROOT, 'patches', 'aedes')).filter((f) => f.endsWith('.patch')).sort()
+const MQTT_PACKET_PATCHES = readdirSync(join(ROOT, 'patches', 'mqtt-packet')).filter((f) => f.endsWith('.patch')).sort()
 const read = (p: string): string => readFileSync(p, 'utf8')
 
 /** A throwaway folder removed when the test ends. */
@@ -28,16 +29,20 @@ function scratch (t: Tap.Test, name: string): string {
 t.test('the build carries every patch of patches/aedes, in order, into dist/vendor/aedes', async (t) => {
   t.ok(PATCHES.length >= 9, `${PATCHES.length} patches`)
   const applied = JSON.parse(read(join(ROOT, 'dist', 'vendor', 'aedes', 'patches.json')))
-  t.same(applied, { aedes: '2.0.0-beta.1', patches: PATCHES })
+  t.same(applied, { aedes: '2.0.0-beta.1', patches: PATCHES, mqttPacket: '9.0.2', mqttPacketPatches: MQTT_PACKET_PATCHES })
   t.not(read(join(ROOT, 'dist', 'vendor', 'aedes', 'lib', 'client.js')), read(join(ROOT, 'node_modules', 'aedes', 'lib', 'client.js')), 'the copy differs from the registry release')
+  t.not(read(join(ROOT, 'dist', 'vendor', 'mqtt-packet', 'parser.js')), read(join(ROOT, 'node_modules', 'mqtt-packet', 'parser.js')), 'so does the mqtt-packet copy')
+  for (const f of ['lib/client.js', 'lib/write.js']) {
+    t.match(read(join(ROOT, 'dist', 'vendor', 'aedes', f)), /^import mqtt from '\.\.\/\.\.\/mqtt-packet\/mqtt\.js'$/m, `${f} imports the patched mqtt-packet`)
+  }
   const { ENGINE } = await import('../../src/engine/aedes.js')
   t.same(ENGINE, applied, 'the engine module reports what it runs')
 })
 
 t.test('every patch explains itself, names a test that exists and is listed in patches/README.md', async (t) => {
   const readme = read(join(ROOT, 'patches', 'README.md'))
-  for (const name of PATCHES) {
-    const text = read(join(ROOT, 'patches', 'aedes', name))
+  for (const [set, name] of [...PATCHES.map((p) => ['aedes', p]), ...MQTT_PACKET_PATCHES.map((p) => ['mqtt-packet', p])] as Array<[string, string]>) {
+    const text = read(join(ROOT, 'patches', set, name))
     t.match(text, /^Subject: \S.+\n\n\S/, `${name} starts with a subject and an explanation`)
     const tests = /^Test: (.+)$/m.exec(text)?.[1]?.match(/test\/[\w./-]+\.test\.ts/g) ?? []
     t.ok(tests.length > 0, `${name} names its test`)
@@ -103,7 +108,7 @@ t.test('installed as a dependency beside an unpatched aedes hoisted by npm, the 
   const child = execFile(process.execPath, ['main.mjs'], { cwd: app })
   const exited = new Promise<number | null>((resolve) => child.on('exit', resolve))
   t.teardown(() => { child.kill() })
-  const info = await new Promise<{ port: number; engine: { patches: string[] }; nullProto: boolean }>((resolve, reject) => {
+  const info = await new Promise<{ port: number; engine: { patches: string[]; mqttPacketPatches: string[] }; nullProto: boolean }>((resolve, reject) => {
     let out = ''
     child.stdout?.on('data', (d: Buffer) => { out += d.toString(); if (out.includes('\n')) resolve(JSON.parse(out)) })
     let err = ''
@@ -111,6 +116,7 @@ t.test('installed as a dependency beside an unpatched aedes hoisted by npm, the 
     child.on('exit', (code) => reject(new Error(`app exited ${String(code)} before listening: ${err}`)))
   })
   t.same(info.engine.patches, PATCHES, 'the engine inside the installed package carries the patch set')
+  t.same(info.engine.mqttPacketPatches, MQTT_PACKET_PATCHES, 'and mqtt-packet\'s')
   t.ok(info.nullProto, 'the running broker keeps its clients in a null-prototype map')
   // The crash the first patch fixes, through the installed package: a second login with the
   // client id `constructor` takes the first one over instead of killing the process.
