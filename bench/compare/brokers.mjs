@@ -19,6 +19,7 @@ const NODE_ARGS = (process.env.BENCH_COMPARE_NODE_ARGS ?? '').split(' ').filter(
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url))
 const CLI = join(ROOT, 'dist', 'cli', 'main.js')
+const FLOOR = fileURLToPath(new URL('floor.mjs', import.meta.url))
 export const PAIRS = 8 // 8 publishers -> 8 subscribers, publisher i to subscriber i
 const MOSQ_DEVICES = 16 // idle and connect scenarios cycle through these Mosquitto-file users
 const PASSWORD = 'bench-password-1'
@@ -166,6 +167,17 @@ export function brokerKinds (files, { baseline } = {}) {
         ].join('\n') + '\n')
         return { command: '/usr/sbin/mosquitto', args: ['-c', conf], ready: / running$/m }
       }
+    },
+    // The floor (floor.mjs): Node's TLS server relaying the bench's packets with no MQTT engine.
+    // Any credentials log in; what it costs is what every broker on node:tls costs at least.
+    floor: {
+      key: 'floor', label: `floor: node:tls relay, Node ${process.version}`, ours: false,
+      creds: mosqCreds,
+      start: (port) => ({
+        command: process.execPath,
+        args: [...NODE_ARGS, FLOOR, String(port), join(files.dir, 'certs', 'server.crt'), join(files.dir, 'certs', 'server.key')],
+        ready: /^floor ready on \d+$/m
+      })
     },
     passwd: ourPasswdKind('passwd', 'ours, Mosquitto password file', 'acl'),
     full: ourFullKind('full', 'ours, full', CLI),

@@ -29,7 +29,7 @@ const HELP = `Usage: node bench/compare/run.mjs [options]   (build first: npm ru
   --workers N         load-generator threads (2)                         env BENCH_COMPARE_WORKERS
   --window N          messages in flight per publisher (16)
   --latency-rate R    total offered msg/s in the latency run (1000)
-  --brokers LIST      of mosquitto,passwd,full,allow,haproxy,base (mosquitto,passwd,full)  env BENCH_COMPARE_BROKERS
+  --brokers LIST      of mosquitto,floor,passwd,full,allow,haproxy,base (mosquitto,passwd,full)  env BENCH_COMPARE_BROKERS
   --allow-all         add "allow" (ours with a match-everything ACL file)
   --haproxy           add "haproxy" (ours behind HAProxy: it terminates TLS, PROXY v2 to our
                       tcp listener; both on the broker's core, measured together)

@@ -2,11 +2,13 @@
 // argument checks of run.mjs (--only, --baseline), which must refuse bad input in one line
 // before anything is started.
 import t from 'tap'
-import { execFile } from 'node:child_process'
-import { mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs'
+import { execFile, spawn } from 'node:child_process'
+import { once } from 'node:events'
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
+import mqtt from 'mqtt'
 
 const run = promisify(execFile)
 const SUMMARY = join(process.cwd(), 'bench', 'compare', 'profile-summary.mjs')
@@ -127,4 +129,35 @@ t.test('one-in-flight.mjs measures Mosquitto, this build\'s engine and a node:tl
   const left = await run('sh', ['-c', 'pgrep -f "one-in-flight.mjs --serv[e]|bastion-one-in-fligh[t]-" || true'])
   t.equal(left.stdout.trim(), '', 'no server left running')
   t.same(readdirSync(tmpdir()).filter((f) => f.startsWith('bastion-one-in-flight-')), [], 'its temporary folder is removed')
+})
+
+const FLOOR = join(process.cwd(), 'bench', 'compare', 'floor.mjs')
+
+t.test('floor.mjs relays what the generator sends: CONNACK, SUBACK, PUBACK, deliveries by filter at the lower QoS', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'bastion-floor-'))
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+  await run(process.execPath, [join(process.cwd(), 'dist', 'cli', 'main.js'), 'certs', 'init', '--out', join(dir, 'certs')])
+  const floor = spawn(process.execPath, [FLOOR, '0', join(dir, 'certs', 'server.crt'), join(dir, 'certs', 'server.key')], { stdio: ['ignore', 'pipe', 'inherit'] })
+  t.teardown(() => { floor.kill() })
+  // Port 0: the relay listens on a free port and says which.
+  const port = await new Promise<number>((resolve, reject) => {
+    floor.stdout.on('data', (d: Buffer) => { const m = d.toString().match(/^floor ready on (\d+)$/m); if (m !== null) resolve(Number(m[1])) })
+    floor.once('exit', (code) => { reject(new Error(`floor exited ${String(code)}`)) })
+  })
+  t.ok(port > 0, `listening on 127.0.0.1:${port}`)
+  const opts = { host: '127.0.0.1', port, protocol: 'mqtts' as const, ca: readFileSync(join(dir, 'certs', 'ca.crt')), servername: 'localhost', protocolVersion: 4 as const, reconnectPeriod: 0, username: 'any', password: 'any' }
+  const sub = mqtt.connect({ ...opts, clientId: 'sub' })
+  const pub = mqtt.connect({ ...opts, clientId: 'pub' })
+  t.teardown(() => { sub.end(true); pub.end(true) })
+  await Promise.all([once(sub, 'connect'), once(pub, 'connect')])
+  const granted = await sub.subscribeAsync({ 'metrics/a/#': { qos: 1 }, 'metrics/b/#': { qos: 0 } })
+  t.same(granted.map((g) => [g.topic, g.qos]), [['metrics/a/#', 1], ['metrics/b/#', 0]], 'SUBACK grants what was asked')
+  const got: Array<[string, string, number]> = []
+  sub.on('message', (topic, payload, packet) => { got.push([topic, payload.toString(), packet.qos]) })
+  await pub.publishAsync('metrics/a/Temperatura', 'one', { qos: 1 }) // resolves on its PUBACK
+  await pub.publishAsync('metrics/b/Humedad', 'two', { qos: 1 })
+  await pub.publishAsync('metrics/c/Estado', 'nobody', { qos: 1 })
+  await pub.publishAsync('metrics/a/Estado', 'three', { qos: 0 })
+  for (let i = 0; i < 50 && got.length < 3; i++) await new Promise((resolve) => setTimeout(resolve, 20))
+  t.same(got, [['metrics/a/Temperatura', 'one', 1], ['metrics/b/Humedad', 'two', 0], ['metrics/a/Estado', 'three', 0]], 'each to its filter\'s subscriber, at the lower of the two QoS; nothing for a topic no one subscribed to')
 })
