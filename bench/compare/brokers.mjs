@@ -171,7 +171,7 @@ export function brokerKinds (files, { baseline } = {}) {
     // The floor (floor.mjs): Node's TLS server relaying the bench's packets with no MQTT engine.
     // Any credentials log in; what it costs is what every broker on node:tls costs at least.
     floor: {
-      key: 'floor', label: `floor: node:tls relay, Node ${process.version}`, ours: false,
+      key: 'floor', label: `floor: node:tls relay, Node ${process.version}`, ours: false, node: true,
       creds: mosqCreds,
       start: (port) => ({
         command: process.execPath,

@@ -6,7 +6,7 @@ import { closeSync, openSync, readdirSync, readFileSync } from 'node:fs'
 import { connect, createServer } from 'node:net'
 
 const CLK_TCK = Number(execFileSync('getconf', ['CLK_TCK']).toString().trim()) || 100
-// Our brokers run with the malloc setting `npm start`, the systemd unit and the image give them
+// Our brokers (and the floor, a Node process too) run with the malloc setting `npm start`, the systemd unit and the image give them
 // (docs/deploy.md, "Memory"); BENCH_COMPARE_GLIBC_TUNABLES= (empty) runs them with glibc's defaults.
 const OUR_ENV = { ...process.env, GLIBC_TUNABLES: process.env.BENCH_COMPARE_GLIBC_TUNABLES ?? 'glibc.malloc.mmap_threshold=65536' }
 
@@ -52,7 +52,7 @@ function spawnPinned (name, command, args, { cpu, logFile, env }) {
 export async function startBroker (kind, { cpu, logFile }) {
   const port = await freePort()
   const { command, args, ready, companion } = await kind.start(port)
-  const broker = spawnPinned(kind.ours ? 'ours' : kind.key, command, args, { cpu, logFile, env: kind.ours ? OUR_ENV : process.env })
+  const broker = spawnPinned(kind.ours ? 'ours' : kind.key, command, args, { cpu, logFile, env: kind.ours || kind.node ? OUR_ENV : process.env })
   const handle = { kind, port, pid: broker.pid, pids: [broker.pid], procs: [broker], logFile, exited: broker.exited }
   const fail = async (why) => {
     await stopBroker(handle)
