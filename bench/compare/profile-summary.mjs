@@ -52,6 +52,7 @@ const total = [...selfUs.values()].reduce((a, b) => a + b, 0)
 /** Which part of the process a frame belongs to, by its script URL. */
 function part ({ url, functionName }) {
   if (url.includes('/dist/vendor/aedes/')) return 'aedes (patched)'
+  if (url.includes('/dist/vendor/mqtt-packet/')) return 'mqtt-packet (patched)'
   if (url.includes('/node_modules/mqtt-packet/')) return 'mqtt-packet'
   if (url.includes('/node_modules/')) return `dependency: ${url.split('/node_modules/').pop().split('/')[0]}`
   if (url.includes('/dist/')) return 'ours (dist/)'
