@@ -212,8 +212,10 @@ export async function createBastion (config: BastionConfig, opts: BastionOptions
       ...guards.options,
       // A refused 3.1.1 PUBLISH: acknowledged and dropped, or the connection closed (patch 0014).
       unauthorizedPublishV3: config.acl.deniedPublishV311,
-      // Caps what a DISCONNECT may set too (a CONNECT's request is capped by the hooks).
-      ...(config.sessions.maxExpiry > 0 ? { sessionExpiryIntervalLimit: config.sessions.maxExpiry } : {})
+      // Caps what a DISCONNECT may set too (a CONNECT's request is capped by the hooks). With no
+      // session outliving its connection (the default), aedes skips, for every QoS 1 PUBLISH, the
+      // lookup of offline subscribers there can never be (patch 0023).
+      ...(config.sessions.maxExpiry > 0 ? { sessionExpiryIntervalLimit: config.sessions.maxExpiry } : { ephemeralSessions: true })
     }
     broker = await Aedes.createBroker({ ...engineOptions, ...cluster?.options })
     hooks.attach(broker)

@@ -18,7 +18,7 @@ export interface EnginePatches {
   readonly mqttPacketPatches: readonly string[]
 }
 
-/** One line for logs: `aedes 2.0.0-beta.1 + 22 patches, mqtt-packet 9.0.2 + 4 patches`. */
+/** One line for logs: `aedes 2.0.0-beta.1 + 23 patches, mqtt-packet 9.0.2 + 4 patches`. */
 export function engineLine (e: EnginePatches): string {
   const n = (k: number): string => `${k} patch${k === 1 ? '' : 'es'}`
   return `aedes ${e.aedes} + ${n(e.patches.length)}, mqtt-packet ${e.mqttPacket} + ${n(e.mqttPacketPatches.length)}`
@@ -41,6 +41,8 @@ export interface PatchOptions {
   unauthorizedPublishV3?: 'acknowledge' | 'disconnect'
   /** patches/aedes/0021: one of the client's packets has been handled (a PUBLISH answered, a SUBACK written). */
   packetHandled?: ((client: Client) => void) | null
+  /** patches/aedes/0023: no session outlives its connection, and a QoS 1/2 PUBLISH is not looked up for offline queueing. */
+  ephemeralSessions?: boolean
 }
 
 /**

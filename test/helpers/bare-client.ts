@@ -17,8 +17,8 @@ export interface BareClient {
 
 const sleep = async (ms: number): Promise<void> => await new Promise((resolve) => setTimeout(resolve, ms))
 
-/** Connects to 127.0.0.1:`port` and sends a clean-session CONNECT for `clientId`; does not wait for the CONNACK. */
-export async function bareClient (t: Tap.Test, port: number, clientId: string): Promise<BareClient> {
+/** Connects to 127.0.0.1:`port` and sends a CONNECT for `clientId` (clean session unless `connect` says otherwise); does not wait for the CONNACK. */
+export async function bareClient (t: Tap.Test, port: number, clientId: string, connect: Record<string, unknown> = {}): Promise<BareClient> {
   const socket = netConnect({ host: '127.0.0.1', port })
   t.teardown(() => socket.destroy())
   const got: Packet[] = []
@@ -29,7 +29,7 @@ export async function bareClient (t: Tap.Test, port: number, clientId: string): 
   const closed = new Promise<void>((resolve) => socket.once('close', () => resolve()))
   await new Promise<void>((resolve) => socket.once('connect', () => resolve()))
   const send = (p: Record<string, unknown>): void => { socket.write(mqttPacket.generate(p as unknown as mqttPacket.Packet)) }
-  send({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: 4, clean: true, clientId, keepalive: 60 })
+  send({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: 4, clean: true, clientId, keepalive: 60, ...connect })
   const until = async (ok: () => boolean): Promise<void> => { for (let i = 0; i < 300 && !ok(); i++) await sleep(10) }
   return { socket, got, send, until, closed }
 }
