@@ -163,3 +163,24 @@ t.test('floor.mjs relays what the generator sends: CONNACK, SUBACK, PUBACK, deli
   for (let i = 0; i < 50 && got.length < 3; i++) await new Promise((resolve) => setTimeout(resolve, 20))
   t.same(got, [['metrics/a/Temperatura', 'one', 1], ['metrics/b/Humedad', 'two', 0], ['metrics/a/Estado', 'three', 0]], 'each to its filter\'s subscriber, at the lower of the two QoS; nothing for a topic no one subscribed to')
 })
+
+const WRITER = join(process.cwd(), 'bench', 'compare', 'writer.mjs')
+
+t.test('writer.mjs refuses bad options in one line, and measures this build\'s packet writer', async (t) => {
+  for (const [args, msg] of [
+    [['--reps', '0'], /^writer: --reps must be a whole number of at least 1, not "0"$/],
+    [['--pairs', '8'], /^writer: --pairs must be a whole number of at least 16, not "8"$/],
+    [['--baseline', '/nonexistent-build'], /^writer: --baseline \/nonexistent-build: no dist\/vendor\/mqtt-packet there/],
+    [['--bogus'], /^writer: Unknown option '--bogus'/]
+  ] as Array<[string[], RegExp]>) {
+    const r = await fails([WRITER, ...args])
+    t.equal(r.code, 2, `${args.join(' ')}: exit 2`)
+    t.match(r.stderr.trim(), msg)
+  }
+  const { stdout } = await run(process.execPath, [WRITER, '--reps', '1', '--pairs', '160'], { timeout: 60_000 })
+  const row = JSON.parse(stdout.trim()) as { subject: string; us_per_pair: number[]; median_us_per_pair: number }
+  t.equal(row.subject, 'this build')
+  t.equal(row.us_per_pair.length, 1, 'one measurement')
+  t.ok(row.median_us_per_pair > 0, `${row.median_us_per_pair} µs per PUBLISH + PUBACK written`)
+  t.same(readdirSync(tmpdir()).filter((f) => f.startsWith('bastion-writer-')), [], 'its temporary certificates are removed')
+})
