@@ -18,7 +18,7 @@ export interface EnginePatches {
   readonly mqttPacketPatches: readonly string[]
 }
 
-/** One line for logs: `aedes 2.0.0-beta.1 + 23 patches, mqtt-packet 9.0.2 + 5 patches`. */
+/** One line for logs: `aedes 2.0.0-beta.1 + 23 patches, mqtt-packet 9.0.2 + 6 patches`. */
 export function engineLine (e: EnginePatches): string {
   const n = (k: number): string => `${k} patch${k === 1 ? '' : 'es'}`
   return `aedes ${e.aedes} + ${n(e.patches.length)}, mqtt-packet ${e.mqttPacket} + ${n(e.mqttPacketPatches.length)}`
