@@ -63,7 +63,7 @@ const mqttPacket = vendor('mqtt-packet', MQTT_PACKET, ['mqtt.js', 'parser.js', '
 
 // The aedes copy imports the mqtt-packet copy: its `import ... from 'mqtt-packet'` lines point
 // at dist/vendor/mqtt-packet instead of the installed package. mqtt-packet's own dependencies
-// (bl, debug, process-nextick-args) are direct dependencies of mqtt-bastion and resolve from here.
+// (debug, process-nextick-args) are direct dependencies of mqtt-bastion and resolve from here.
 let rewritten = 0
 for (const file of readdirSync(aedes.target, { recursive: true })) {
   if (!String(file).endsWith('.js')) continue

@@ -47,3 +47,18 @@ t.test('without it (control): the CleanSession 0 session is kept and the message
   t.same(r.queued, ['21.5'], 'the message queued while it was away, delivered on return')
   t.ok(r.lookups >= 1, `looked up for offline subscribers (${r.lookups})`)
 })
+
+t.test('ephemeralSessions: a session stored before (here, put in the persistence) is discarded, not resumed', async (t) => {
+  const { broker, port } = await startBareBroker(t, { ephemeralSessions: true })
+  const persistence = broker.persistence as unknown as { addSubscriptions: (client: { id: string }, subs: object[]) => Promise<void> }
+  await persistence.addSubscriptions({ id: 'dev-2' }, [{ topic: 'metrics/dev2/#', qos: 1, rh: 0, rap: false, nl: false }])
+  const device = await bareClient(t, port, 'dev-2', { clean: false })
+  await device.until(() => device.got.some((p) => p.cmd === 'connack'))
+  t.equal(device.got.find((p) => p.cmd === 'connack')?.sessionPresent, false, 'CONNACK: no session present')
+  const publisher = await bareClient(t, port, 'pub-2')
+  await publisher.until(() => publisher.got.some((p) => p.cmd === 'connack'))
+  publisher.send({ cmd: 'publish', topic: 'metrics/dev2/Temperatura', payload: Buffer.from('19'), qos: 1, messageId: 4, retain: false, dup: false })
+  await publisher.until(() => publisher.got.some((p) => p.cmd === 'puback'))
+  await sleep(200)
+  t.same(device.got.filter((p) => p.cmd === 'publish').map((p) => String(p.payload)), [], 'its stored subscription was not restored: nothing delivered')
+})
