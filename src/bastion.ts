@@ -184,7 +184,6 @@ export async function createBastion (config: BastionConfig, opts: BastionOptions
     ...(config.auth.clientIdBinding === 'owner' ? { clientIdOwners: shared?.owners ?? store?.clientIds ?? createMemoryClientIds() } : {}),
     certificateIdentity,
     log: log.child({ module: 'auth' }),
-    maxSessionExpiry: config.sessions.maxExpiry,
     ...(serverWillTopic === undefined ? {} : { serverWillTopic }),
     ...eventSink
   })

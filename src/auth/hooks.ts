@@ -26,8 +26,6 @@ export interface HookOptions {
   /** How the listener a socket arrived on turns its client certificate into a user. */
   certificateIdentity: (socket: unknown) => CertificateIdentity
   log: Logger
-  /** Upper bound for MQTT 5 Session Expiry Interval, seconds; 0 = sessions end with the connection. */
-  maxSessionExpiry: number
   /** Topic for the server will of a client that had none; undefined turns it off. */
   serverWillTopic?: (user: string) => string
   /** Told of each login, refusal and delivery (metrics); must not throw. */
@@ -64,7 +62,7 @@ const RC_BAD_CREDENTIALS = 4 // [0x86]
 const RC_NOT_AUTHORIZED = 5 // [0x87]
 
 /** What a CONNECT carried that the authenticate hook needs but aedes does not pass to it. */
-interface PendingConnect { will?: ConnectPacket['will']; expiryClamped: boolean }
+interface PendingConnect { will?: ConnectPacket['will'] }
 
 /** One event object for every delivery: this runs once per message and subscriber. */
 const DELIVERY: HookEvent = Object.freeze({ type: 'delivery' })
@@ -84,7 +82,7 @@ function authError (returnCode: AuthError['returnCode'], message: string): AuthE
 }
 
 /** Fields of aedes 2.0.0-beta.1 clients and brokers that have no public accessor (pinned, tested). */
-interface ClientInternals { _disconnected?: boolean; _sessionExpiryClamped?: boolean }
+interface ClientInternals { _disconnected?: boolean }
 interface BrokerInternals { _takingOver?: Set<string> }
 
 /**
@@ -124,25 +122,11 @@ export function createHooks (opts: HookOptions): {
   // Every line a client can make us write at will: once per key and minute (refusal-log.ts).
   const { denied, loginFailed, debugGated } = createRefusalLog({ log, emit, ...(opts.logGate === undefined ? {} : { logGate: opts.logGate }) })
 
+  // Session lifetimes are the engine's (src/bastion.ts): with sessions.maxExpiry 0 aedes runs
+  // with ephemeralSessions (patches/aedes/0023: every expiry 0, no session resumed), above 0
+  // with sessionExpiryIntervalLimit (0010), and tells a v5 client the expiry it applied.
   const preConnect: AedesOptions['preConnect'] = (client, packet, done) => {
-    // Sessions are ephemeral unless configured otherwise: an MQTT 5 request is capped at
-    // sessions.maxExpiry. A 3.1.1 client cannot be told an expiry: with a cap of 0 its
-    // clean=false is treated as clean; above 0 its session lives up to the cap (aedes applies
-    // sessionExpiryIntervalLimit to 3.1.1 sessions, patches/aedes/0010).
-    let expiryClamped = false
-    if (packet.protocolVersion === 5) {
-      const requested = packet.properties?.sessionExpiryInterval ?? 0
-      if (requested > opts.maxSessionExpiry) {
-        packet.properties = { ...packet.properties, sessionExpiryInterval: opts.maxSessionExpiry }
-        expiryClamped = true
-      }
-      if (opts.maxSessionExpiry === 0) packet.clean = true
-    } else if (opts.maxSessionExpiry === 0 && packet.clientId !== '') {
-      // An empty 3.1.1 client id with CleanSession 0 stays as sent: aedes refuses it with code 2
-      // [MQTT-3.1.3-8] (there is no session to resume for an id the server makes up).
-      packet.clean = true
-    }
-    pending.set(client, { will: packet.will, expiryClamped })
+    pending.set(client, { will: packet.will })
     done(null, true)
   }
 
@@ -175,7 +159,7 @@ export function createHooks (opts: HookOptions): {
   }
 
   const authenticate: AedesOptions['authenticate'] = (client, username, password, done) => {
-    const connect = pending.get(client) ?? { expiryClamped: false }
+    const connect: PendingConnect = pending.get(client) ?? {}
     pending.delete(client)
     if (opts.clientIdPrefixes.length > 0 && !opts.clientIdPrefixes.some((p) => client.id.startsWith(p))) {
       loginFailed(client, 'clientid_rejected', undefined)
@@ -226,8 +210,6 @@ export function createHooks (opts: HookOptions): {
         return done(authError(RC_IDENTIFIER_REJECTED, 'client identifier not valid'), false)
       }
       identities.set(client, identity)
-      // [MQTT-3.2.2-3.2] tell a v5 client the Session Expiry we applied when it differs.
-      if (connect.expiryClamped) (client as unknown as ClientInternals)._sessionExpiryClamped = true
       emit(result.delta === undefined ? { type: 'login.ok' } : { type: 'login.ok', totpDelta: result.delta })
       log.info({ event: 'login.ok', user: identity.user, clientId: client.id, remote: identity.remoteAddress, protocol: client.version, totpDelta: result.delta, certCN: identity.certCN }, 'login accepted')
       done(null, true)

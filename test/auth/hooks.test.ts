@@ -19,8 +19,7 @@ t.test('a message is forwarded only to clients whose policy lets them read its t
     clientIdPrefixes: [],
     certificateIdentity: () => 'none',
     policy: createMetricsPolicy({ prefix: 'metrics', leaves: ['Estado'] }),
-    log,
-    maxSessionExpiry: 0
+    log
   })
   const forward = hooks.options.authorizeForward as (c: any, p: any) => unknown
   const stranger = { id: 'c1', conn: { remoteAddress: '127.0.0.1' } }

@@ -36,7 +36,6 @@ function setup (refusal?: LoginFailure): Setup {
     certificateIdentity: () => 'none',
     policy: createMetricsPolicy({ prefix: 'metrics', leaves: ['Estado'] }),
     log,
-    maxSessionExpiry: 0,
     onEvent: (e) => seen.push(e),
     logGate: { now: () => clock.t }
   })
